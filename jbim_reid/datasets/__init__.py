@@ -1,0 +1,2 @@
+"""Cross-resolution datasets (placeholder until the dataset modules land)."""
+DATASETS = {}

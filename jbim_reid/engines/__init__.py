@@ -1,0 +1,2 @@
+"""JBIM engine (placeholder)."""
+JBIMEngine = None

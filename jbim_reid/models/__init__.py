@@ -1,0 +1,2 @@
+"""JBIM models (placeholder)."""
+MODEL_BUILDERS = {}
