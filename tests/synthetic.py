@@ -85,3 +85,44 @@ def make_market1501(root: os.PathLike, num_ids: int = 8, cams: int = 3, per_cam:
                 else:
                     _save(img, base / "bounding_box_test" / name)
     return Path(root)
+
+
+def make_cuhk03(root: os.PathLike, num_pairs: int = 2, ids_per_pair: int = 53, per_view: int = 2,
+                size=(16, 8)) -> Path:
+    """CUHK03 as torchreid's processing leaves it: ``cuhk03/images_{labeled,detected}/P_III_V_NN.png``.
+
+    Also writes small ``splits_new_{labeled,detected}.json`` files like torchreid's (unused by
+    ``mlr_cuhk03``) so the tree has the processed layout without any ``.mat`` file.
+    """
+    import json
+
+    base = Path(root) / "cuhk03"
+    for kind in ("labeled", "detected"):
+        items = []
+        for pair in range(1, num_pairs + 1):
+            for pid in range(1, ids_per_pair + 1):
+                for view in (1, 2):
+                    for k in range(per_view):
+                        index = (view - 1) * 5 + k + 1
+                        name = f"{pair}_{pid:03d}_{view}_{index:02d}.png"
+                        path = base / f"images_{kind}" / name
+                        _save(person_image(pair * 1000 + pid, size, seed=index), path)
+                        items.append([str(path), pair * 1000 + pid, view - 1])
+        split = [{"train": items, "query": items[:1], "gallery": items[1:2]}]
+        (base / f"splits_new_{kind}.json").write_text(json.dumps(split))
+    return Path(root)
+
+
+def make_sysu(root: os.PathLike, num_ids: int = 8, per_cam: int = 3, size=(64, 32),
+              per_id_folders: bool = False) -> Path:
+    """SYSU-ReID as ``mlr_sysu`` accepts it: ``sysu/SYSU-ReID/cam_{a,b}/PPPP_NN.jpg``.
+
+    With ``per_id_folders`` the images are ``cam_{a,b}/PPPP/NN.jpg`` instead.
+    """
+    base = Path(root) / "sysu" / "SYSU-ReID"
+    for pid in range(1, num_ids + 1):
+        for c, cam in enumerate(("cam_a", "cam_b")):
+            for k in range(1, per_cam + 1):
+                rel = f"{pid:04d}/{k:02d}.jpg" if per_id_folders else f"{pid:04d}_{k:02d}.jpg"
+                _save(person_image(pid, size, seed=c * 10 + k), base / cam / rel)
+    return Path(root)

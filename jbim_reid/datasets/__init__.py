@@ -1,2 +1,28 @@
-"""Cross-resolution datasets (placeholder until the dataset modules land)."""
-DATASETS = {}
+"""Cross-resolution datasets for torchreid (registered on ``import jbim_reid``).
+
+``DATASETS`` maps each registry name to its class; see ``docs/DATASETS.md`` for layouts and options.
+"""
+from jbim_reid.datasets.base import CrossResolutionDataset, genuine_size
+from jbim_reid.datasets.caviar import CAVIAR
+from jbim_reid.datasets.mlr_builder import MLRDataset, make_mlr_dataset
+from jbim_reid.datasets.mlr_cuhk03 import MLRCUHK03
+from jbim_reid.datasets.mlr_market1501 import MLRMarket1501
+from jbim_reid.datasets.mlr_prid import MLRPRID
+from jbim_reid.datasets.mlr_sysu import MLRSYSU
+from jbim_reid.datasets.mlr_viper import MLRVIPeR
+from jbim_reid.datasets.protocol import MLRProtocol, protocol_overrides
+
+__all__ = [
+    "DATASETS", "CrossResolutionDataset", "MLRDataset", "MLRProtocol", "protocol_overrides",
+    "make_mlr_dataset", "genuine_size", "CAVIAR", "MLRVIPeR", "MLRCUHK03", "MLRMarket1501",
+    "MLRSYSU", "MLRPRID",
+]
+
+DATASETS = {  # torchreid registry name -> dataset class
+    "caviar": CAVIAR,
+    "mlr_viper": MLRVIPeR,
+    "mlr_cuhk03": MLRCUHK03,
+    "mlr_market1501": MLRMarket1501,
+    "mlr_sysu": MLRSYSU,
+    "mlr_prid": MLRPRID,
+}

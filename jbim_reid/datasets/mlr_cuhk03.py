@@ -1,0 +1,67 @@
+"""MLR-CUHK03: CUHK03 (labeled + detected) with one camera of each pair downsampled."""
+import glob
+import os.path as osp
+import re
+from typing import List
+
+from jbim_reid.datasets.mlr_builder import MLRDataset, layout_error
+from jbim_reid.datasets.splits import Record
+
+__all__ = ["MLRCUHK03"]
+
+# torchreid's CUHK03 extraction names images {pair}_{pid:03d}_{view}_{index:02d}.png
+_NAME = re.compile(r"^(\d)_(\d{3})_([12])_(\d{2})\.png$")
+_FOLDERS = ("cuhk03/images_labeled", "cuhk03/images_detected")
+
+
+class MLRCUHK03(MLRDataset):
+    """MLR-CUHK03 (simulated multiple low resolutions), on torchreid's processed CUHK03.
+
+    Reference:
+        Li et al. DeepReID: Deep Filter Pairing Neural Network for Person Re-identification. CVPR 2014.
+        MLR protocol: Jiao et al. AAAI 2018; Zheng et al. (JBIM) IJCV 2021.
+
+    Disk layout: the output of torchreid's ``CUHK03`` processing (run
+    ``torchreid.data.datasets.image.CUHK03(root=R)`` once on the raw ``cuhk03_release/cuhk-03.mat``
+    to create it)::
+
+        <root>/cuhk03/images_labeled/P_III_V_NN.png
+        <root>/cuhk03/images_detected/P_III_V_NN.png
+
+    ``P``: camera pair 1-5, ``III``: person index within the pair, ``V``: view 1-2, ``NN``: image.
+    A person is ``(P, III)``; its labeled and detected images are pooled. camid = ``2 * (P - 1) + (V - 1)``
+    (10 cameras). The split JSONs torchreid writes next to the folders are not used.
+
+    Protocol: 1,467 ids split 1,367 / 100. Default ``lr_mode='camera_pair'``: for each camera pair
+    one of its two cameras (drawn per split) is downsampled; probe = the LR images of each test id,
+    gallery = one random HR image per test id (other camera of its pair). 10 splits. torchreid's
+    ``cuhk03_labeled`` / ``cuhk03_classic_split`` arguments are ignored.
+
+    Dataset statistics:
+        - identities: 1,467; images: 14,097 labeled + 14,097 detected (approx.); cameras: 10 (5 pairs).
+    """
+
+    name = "mlr_cuhk03"
+    required = _FOLDERS
+    layout = ("  cuhk03/images_labeled/P_III_V_NN.png\n  cuhk03/images_detected/P_III_V_NN.png\n"
+              "  (torchreid's processed CUHK03: run torchreid.data.datasets.image.CUHK03(root=<root>) once)")
+    default_lr_mode = "camera_pair"
+    lr_modes = ("camera_pair", "camera", "per_id", "half_images")
+    num_test_ids = 100
+    camera_pairs = {c: c // 2 for c in range(10)}
+
+    def collect(self) -> List[Record]:
+        records = []
+        for folder in _FOLDERS:
+            for path in sorted(glob.glob(osp.join(self.root, folder, "*.png"))):
+                fname = osp.basename(path)
+                match = _NAME.match(fname)
+                if match is None:
+                    raise ValueError(f"mlr_cuhk03: unexpected file name '{path}'; expected P_III_V_NN.png")
+                pair, pid, view = int(match.group(1)), int(match.group(2)), int(match.group(3))
+                if not 1 <= pair <= 5:
+                    raise ValueError(f"mlr_cuhk03: camera pair {pair} of '{path}' is outside 1-5")
+                records.append(Record(f"{folder}/{fname}", f"{pair}_{pid:03d}", 2 * (pair - 1) + view - 1))
+        if not records:
+            raise layout_error("MLRCUHK03", osp.join(self.root, _FOLDERS[0], "*.png"), self.root, self.layout)
+        return records
