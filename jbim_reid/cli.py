@@ -1,0 +1,303 @@
+"""The ``jbim-reid`` console script: ``train`` and ``test`` from a yacs config file.
+
+Usage::
+
+    jbim-reid train --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
+    jbim-reid test --config-file configs/caviar/jbim_resnet50.yaml model.load_weights log/model.pth.tar-60
+
+Subcommands live in ``COMMANDS`` (name -> (help, function)); every subcommand gets
+``--config-file`` and trailing ``KEY VALUE`` options, merged last as in torchreid's ``scripts/main.py``.
+Another module adds a subcommand with ``COMMANDS['name'] = (help, function)``, where ``function``
+takes the loaded config and returns an exit code.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torchreid
+import yaml
+from yacs.config import CfgNode as CN
+
+from jbim_reid import compat
+from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
+                              imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
+                              optimizer_kwargs, protocol_kwargs)
+from jbim_reid.engines import JBIMEngine
+from jbim_reid.models import JBIM, SR_MODELS, VARIANTS, load_pretrained_weights
+
+__all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
+           "train", "test", "write_results", "ConfigError"]
+
+STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the CLI prints it and exits with code 2."""
+
+
+def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
+    """Defaults, then ``config_file``, then ``KEY VALUE`` pairs.
+
+    Args:
+        config_file (str): YAML file ('' = defaults only).
+        opts (list of str): alternating keys and values, e.g. ``['train.max_epoch', '5']``.
+
+    Returns:
+        CfgNode: the frozen config.
+    """
+    cfg = get_default_config()
+    try:
+        if config_file:
+            if not osp.isfile(config_file):
+                raise ConfigError(f"Config file not found: '{config_file}'")
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts or []))
+    except ConfigError:
+        raise
+    except (KeyError, AssertionError, ValueError, TypeError) as err:
+        # yacs raises KeyError (file) or AssertionError (list) "Non-existent (config) key: a.b"
+        message = str(err.args[0]) if err.args else str(err)
+        source = f"config file '{config_file}'" if isinstance(err, KeyError) else "command line"
+        if "Non-existent" in message:
+            key = message.rsplit(":", 1)[-1].strip()
+            raise ConfigError(f"Unknown config key '{key}' (in {source})") from None
+        raise ConfigError(f"Bad config value: {message}") from None
+    _validate(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def _validate(cfg: CN) -> None:
+    stages = ("him", "lim", "joint", "all")
+    if cfg.jbim.stage not in stages:
+        raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
+    if cfg.jbim.variant not in VARIANTS:
+        raise ConfigError(f"Unknown jbim.variant '{cfg.jbim.variant}'; expected one of {list(VARIANTS)}")
+    if cfg.jbim.sr not in SR_MODELS:
+        raise ConfigError(f"Unknown jbim.sr '{cfg.jbim.sr}'; expected one of {sorted(SR_MODELS)}")
+    names = [n for n in compat.model_factory() if not n.startswith("jbim_")]
+    if cfg.model.name not in names:
+        raise ConfigError(f"Unknown model.name '{cfg.model.name}' (a torchreid backbone); "
+                          f"expected one of {sorted(names)}")
+
+
+def build_datamanager(cfg: CN):
+    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``."""
+    from jbim_reid.datasets import protocol_overrides
+
+    with protocol_overrides(**protocol_kwargs(cfg)):
+        try:
+            return torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
+        except AssertionError as err:  # torchreid's samplers assert without a message
+            if cfg.sampler.train_sampler != "RandomIdentitySampler":
+                raise
+            raise ConfigError(
+                f"RandomIdentitySampler rejected train.batch_size {cfg.train.batch_size} with "
+                f"sampler.num_instances {cfg.sampler.num_instances}: the batch size must be a "
+                "multiple of num_instances and batch_size / num_instances at most the number of "
+                f"training identities {err}".rstrip()) from None
+
+
+def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
+                him_checkpoint: str = "", lim_checkpoint: str = "") -> JBIM:
+    """The JBIM model of ``cfg``, optionally initialised from stage checkpoints.
+
+    Args:
+        cfg (CfgNode): config.
+        num_classes (int): training identities.
+        variant (str, optional): overrides ``jbim.variant``.
+        him_checkpoint (str): checkpoint whose ``sr.*`` and ``him.*`` weights initialise the model.
+        lim_checkpoint (str): checkpoint whose ``lim.*`` weights initialise the model.
+
+    Returns:
+        JBIM: the model (the FFN, when present, stays freshly initialised).
+    """
+    kwargs = model_kwargs(cfg)
+    if variant:
+        kwargs["variant"] = variant
+    if cfg.model.pretrained and not kwargs["backbone_pretrained_path"] \
+            and not (him_checkpoint or lim_checkpoint or cfg.model.load_weights):
+        print("=> model.pretrained is True but model.pretrained_path is empty: backbones are "
+              "randomly initialised (nothing is downloaded)")
+    model = JBIM(num_classes, **kwargs)
+    for path, parts in ((him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
+        for part in parts:
+            if path and getattr(model, part) is not None:
+                load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")
+    if cfg.model.load_weights:
+        load_pretrained_weights(model, cfg.model.load_weights)
+    return model
+
+
+def _use_gpu(cfg: CN) -> bool:
+    return bool(cfg.use_gpu) and torch.cuda.is_available()
+
+
+def _last_checkpoint(save_dir: str, epoch: int) -> str:
+    return osp.join(save_dir, "model", f"model.pth.tar-{epoch}")
+
+
+def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[dict] = None) -> str:
+    """Write ``<save_dir>/results.json``: rank1/5/10/20 and mAP (%) per target, plus the config.
+
+    Top-level ``rank1`` ... ``mAP`` are those of the first target dataset.
+
+    Returns:
+        str: the file's path.
+    """
+    datasets = {}
+    for name, res in engine.last_results.items():
+        cmc = res["cmc"]
+        entry = {f"rank{r}": round(100.0 * float(cmc[min(r, len(cmc)) - 1]), 4)
+                 for r in (1, 5, 10, 20)}
+        entry["mAP"] = round(100.0 * float(res["mAP"]), 4)
+        entry["num_query"], entry["num_gallery"] = res["distmat"].shape
+        datasets[name] = entry
+    if not datasets:
+        raise RuntimeError("No evaluation results to write (engine.last_results is empty)")
+    first = datasets[next(iter(datasets))]
+    results = {**{k: first[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")},
+               "datasets": datasets, **(extra or {}), "config": yaml.safe_load(cfg.dump())}
+    os.makedirs(save_dir, exist_ok=True)
+    path = osp.join(save_dir, "results.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    print(f"=> Results written to '{path}'")
+    return path
+
+
+def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional[str] = None,
+              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True
+              ) -> Tuple[JBIMEngine, str]:
+    """Train (and test) one stage; returns the engine and its last checkpoint.
+
+    Args:
+        stage (str): ``him``, ``lim`` or ``joint``.
+        save_dir (str): output folder of this stage.
+        variant (str, optional): model variant (default ``jbim.variant``).
+        him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
+        train_epochs (bool): False only tests (and saves) the initialised model.
+    """
+    torchreid.utils.set_random_seed(cfg.train.seed)
+    model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint)
+    use_gpu = _use_gpu(cfg)
+    if use_gpu:
+        model = model.cuda()
+    optimizer = torchreid.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
+    kwargs = {**engine_kwargs(cfg), "stage": stage, "use_gpu": use_gpu}
+    engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, **kwargs)
+    run_kwargs = {**engine_run_kwargs(cfg), "save_dir": save_dir}
+    if cfg.model.resume:
+        run_kwargs["start_epoch"] = engine.resume(cfg.model.resume)
+    if not train_epochs or run_kwargs["max_epoch"] <= run_kwargs["start_epoch"]:
+        run_kwargs.update(test_only=True, visrank=False)
+        engine.run(**run_kwargs)
+        rank1 = next(iter(engine.last_results.values()))["cmc"][0]
+        engine.save_model(run_kwargs["start_epoch"] - 1, rank1, save_dir)
+        checkpoint = _last_checkpoint(save_dir, run_kwargs["start_epoch"])
+    else:
+        run_kwargs["visrank"] = False  # torchreid allows visrank only with test_only
+        engine.run(**run_kwargs)
+        checkpoint = _last_checkpoint(save_dir, cfg.train.max_epoch)
+    write_results(engine, cfg, save_dir, {"stage": stage, "variant": model.variant,
+                                          "checkpoint": checkpoint})
+    return engine, checkpoint
+
+
+def train(cfg: CN) -> int:
+    """``jbim-reid train``: one stage, or ``all`` (him, lim, joint in sub-folders of data.save_dir)."""
+    if cfg.test.evaluate:
+        return test(cfg)
+    datamanager = build_datamanager(cfg)
+    save_dir, stage, variant = cfg.data.save_dir, cfg.jbim.stage, cfg.jbim.variant
+    if stage != "all":
+        run_stage(cfg, datamanager, stage, save_dir, STAGE_VARIANTS.get(stage, variant),
+                  cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint)
+        return 0
+    if cfg.model.resume:
+        raise ConfigError("model.resume needs a single jbim.stage (him, lim or joint), not 'all'")
+    checkpoints = {}
+    for part in ("him", "lim"):
+        if part in VARIANTS[variant]:
+            print(f"##### Stage {part} #####")
+            _, checkpoints[part] = run_stage(cfg, datamanager, part, osp.join(save_dir, f"stage_{part}"),
+                                             part)
+    if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
+        only = osp.join(save_dir, f"stage_{next(iter(checkpoints))}", "results.json")
+        with open(only, encoding="utf-8") as f:
+            results = json.load(f)
+        with open(osp.join(save_dir, "results.json"), "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        return 0
+    print("##### Stage joint #####")
+    engine, _ = run_stage(cfg, datamanager, "joint", osp.join(save_dir, "stage_joint"), variant,
+                          checkpoints["him"], checkpoints["lim"], train_epochs=variant == "jbim")
+    write_results(engine, cfg, save_dir, {"stage": "all", "variant": variant})
+    return 0
+
+
+def test(cfg: CN) -> int:
+    """``jbim-reid test``: evaluate ``model.load_weights`` and write ``results.json``."""
+    path = cfg.model.load_weights
+    if not path:
+        raise ConfigError("jbim-reid test needs model.load_weights (a JBIM checkpoint)")
+    if not osp.isfile(path):
+        raise ConfigError(f"model.load_weights: file not found: '{path}'")
+    datamanager = build_datamanager(cfg)
+    checkpoint = torchreid.utils.load_checkpoint(path)
+    if "jbim_kwargs" in checkpoint:  # the checkpoint knows its own architecture
+        model = JBIM(**checkpoint["jbim_kwargs"])
+        load_pretrained_weights(model, path)
+    else:
+        model = build_model(cfg, datamanager.num_train_pids)
+    use_gpu = _use_gpu(cfg)
+    if use_gpu:
+        model = model.cuda()
+    optimizer = torchreid.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+    kwargs = {**engine_kwargs(cfg), "stage": "joint", "use_gpu": use_gpu}
+    engine = JBIMEngine(datamanager, model, optimizer, **kwargs)
+    engine.run(**{**engine_run_kwargs(cfg), "test_only": True})
+    write_results(engine, cfg, cfg.data.save_dir, {"checkpoint": path, "variant": model.variant})
+    return 0
+
+
+COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
+    "train": ("train JBIM (jbim.stage: him, lim, joint or all) and test it", train),
+    "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser with one subcommand per ``COMMANDS`` entry."""
+    parser = argparse.ArgumentParser(
+        prog="jbim-reid", description="Cross-resolution person re-id (JBIM) from a yacs config file.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config-file", default="", help="YAML config file (see configs/)")
+        p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
+                       help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``jbim-reid``; returns the exit code (2 for config errors)."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+        return COMMANDS[args.command][1](cfg)
+    except ConfigError as err:
+        print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Default configuration (yacs) of jbim-reid.
+
+Sections mirror torchreid's ``scripts/default_config.py`` (model, data, sampler, train, sgd, adam,
+rmsprop, loss, test) with the same key names, plus ``mlr`` (the fields of
+``jbim_reid.datasets.MLRProtocol``) and ``jbim`` (the method's own options). Keys are lowercase;
+each has a comment giving its meaning, units and options.
+"""
+from yacs.config import CfgNode as CN
+
+__all__ = ["get_default_config"]
+
+
+def get_default_config() -> CN:
+    """A fresh copy of the default configuration.
+
+    Returns:
+        CfgNode: the defaults; merge a YAML with ``cfg.merge_from_file`` and ``KEY VALUE`` pairs with
+        ``cfg.merge_from_list``.
+    """
+    cfg = CN()
+    # Use CUDA when it is available (as torchreid's scripts/main.py sets cfg.use_gpu).
+    cfg.use_gpu = True
+
+    # ---------------------------------------------------------------- model
+    cfg.model = CN()
+    # Backbone of both HIM and LIM: any torchreid model name (resnet50, osnet_x1_0, osnet_x0_25,
+    # mobilenetv2_x1_0, ...). The JBIM model is built around it (builder "jbim_<name>").
+    cfg.model.name = "resnet50"
+    # Kept for torchreid compatibility: nothing is ever downloaded. True without a pretrained_path
+    # builds random backbones (with a warning); set model.pretrained_path to load local weights.
+    cfg.model.pretrained = True
+    # Local weights (ImageNet or re-id, .pth / .pth.tar) loaded into BOTH backbones; '' = none.
+    cfg.model.pretrained_path = ""
+    # A JBIM checkpoint whose matching weights are loaded before training / testing; '' = none.
+    cfg.model.load_weights = ""
+    # A JBIM checkpoint to resume training from (model, optimizer, scheduler, epoch); '' = none.
+    cfg.model.resume = ""
+
+    # ---------------------------------------------------------------- data
+    cfg.data = CN()
+    # Dataset type; only "image" is supported.
+    cfg.data.type = "image"
+    # Folder that holds the datasets (e.g. <root>/caviar/CAVIAR4REID).
+    cfg.data.root = "reid-data"
+    # Training dataset names (registered with torchreid): caviar, mlr_viper, mlr_prid, mlr_cuhk03,
+    # mlr_market1501, mlr_sysu.
+    cfg.data.sources = ["caviar"]
+    # Test dataset names (LR query vs HR gallery).
+    cfg.data.targets = ["caviar"]
+    # Number of data-loading worker processes (0 = load in the main process).
+    cfg.data.workers = 4
+    # Index of the random split (small datasets average over 10 splits: 0..9).
+    cfg.data.split_id = 0
+    # Network input height in pixels (every image, LR or HR, is resized to height x width).
+    cfg.data.height = 256
+    # Network input width in pixels.
+    cfg.data.width = 128
+    # Combine train, query and gallery for training (torchreid option; keep False for JBIM).
+    cfg.data.combineall = False
+    # Training augmentations (torchreid names): random_flip, random_crop, random_patch,
+    # color_jitter, random_erase.
+    cfg.data.transforms = ["random_flip", "random_crop"]
+    # Per-channel normalisation mean (RGB, images in [0, 1]).
+    cfg.data.norm_mean = [0.485, 0.456, 0.406]
+    # Per-channel normalisation std (RGB).
+    cfg.data.norm_std = [0.229, 0.224, 0.225]
+    # Output folder: logs, checkpoints (<save_dir>/model/), results.json, visrank_<dataset>/.
+    cfg.data.save_dir = "log"
+
+    # ---------------------------------------------------------------- sampler
+    cfg.sampler = CN()
+    # Train sampler (torchreid): RandomIdentitySampler gives P identities x K groups per batch;
+    # RandomSampler, SequentialSampler also accepted.
+    cfg.sampler.train_sampler = "RandomIdentitySampler"
+    # K: (LR, HR) groups per identity in a batch (RandomIdentitySampler).
+    cfg.sampler.num_instances = 4
+
+    # ---------------------------------------------------------------- train
+    cfg.train = CN()
+    # Optimizer (torchreid.optim.build_optimizer): adam, amsgrad, sgd, rmsprop, radam.
+    cfg.train.optim = "adam"
+    # Initial learning rate.
+    cfg.train.lr = 0.00035
+    # L2 weight decay.
+    cfg.train.weight_decay = 5e-4
+    # Number of epochs per training stage.
+    cfg.train.max_epoch = 60
+    # First epoch (set by model.resume when resuming).
+    cfg.train.start_epoch = 0
+    # Batch size (groups per batch); a multiple of sampler.num_instances.
+    cfg.train.batch_size = 32
+    # Epochs (counted in max_epoch) during which only train.open_layers are trained; 0 = none.
+    cfg.train.fixbase_epoch = 0
+    # Module names trained during fixbase_epoch (e.g. fusion).
+    cfg.train.open_layers = ["fusion"]
+    # Staged learning rate (torchreid): modules not in new_layers train at lr * base_lr_mult.
+    cfg.train.staged_lr = False
+    # Top-level JBIM modules trained at the full lr when staged_lr is True (sr, him, lim, fusion).
+    cfg.train.new_layers = ["him", "lim", "fusion"]
+    # lr multiplier of the other modules (with the default new_layers: the SR module).
+    cfg.train.base_lr_mult = 0.1
+    # Learning-rate schedule (torchreid.optim.build_lr_scheduler): single_step, multi_step, cosine.
+    cfg.train.lr_scheduler = "single_step"
+    # Epochs at which the learning rate decays (one value for single_step).
+    cfg.train.stepsize = [20]
+    # Learning-rate decay factor.
+    cfg.train.gamma = 0.1
+    # Print training losses every print_freq batches.
+    cfg.train.print_freq = 20
+    # Random seed of torch / numpy / random (torchreid.utils.set_random_seed).
+    cfg.train.seed = 1
+
+    # ---------------------------------------------------------------- optimizers
+    cfg.sgd = CN()
+    # SGD momentum.
+    cfg.sgd.momentum = 0.9
+    # SGD dampening.
+    cfg.sgd.dampening = 0.0
+    # Nesterov momentum.
+    cfg.sgd.nesterov = False
+    cfg.rmsprop = CN()
+    # RMSprop smoothing constant.
+    cfg.rmsprop.alpha = 0.99
+    cfg.adam = CN()
+    # Adam beta1 (first moment decay).
+    cfg.adam.beta1 = 0.9
+    # Adam beta2 (second moment decay).
+    cfg.adam.beta2 = 0.999
+
+    # ---------------------------------------------------------------- loss
+    cfg.loss = CN()
+    # Loss recipe; JBIM always uses softmax + triplet per stream ("triplet" names that recipe).
+    cfg.loss.name = "triplet"
+    cfg.loss.softmax = CN()
+    # Label smoothing in every identity cross-entropy.
+    cfg.loss.softmax.label_smooth = True
+    cfg.loss.triplet = CN()
+    # Triplet margin (hard mining, Euclidean distance).
+    cfg.loss.triplet.margin = 0.3
+    # Weight of the triplet term in every L_cls (0 = no triplet).
+    cfg.loss.triplet.weight_t = 1.0
+    # Weight of the cross-entropy term in every L_cls (0 = no cross-entropy).
+    cfg.loss.triplet.weight_x = 1.0
+
+    # ---------------------------------------------------------------- test
+    cfg.test = CN()
+    # Test batch size.
+    cfg.test.batch_size = 100
+    # Distance: euclidean (the paper) or cosine.
+    cfg.test.dist_metric = "euclidean"
+    # L2-normalise features before the distance.
+    cfg.test.normalize_feature = False
+    # CMC ranks printed and written to results.json.
+    cfg.test.ranks = [1, 5, 10, 20]
+    # Test only (the "train" command with test.evaluate True behaves like "test").
+    cfg.test.evaluate = False
+    # Evaluate every eval_freq epochs during training (-1 = only after the last epoch).
+    cfg.test.eval_freq = -1
+    # First epoch at which periodic evaluation may run.
+    cfg.test.start_eval = 0
+    # Re-ranking (Zhong et al. 2017) at test time.
+    cfg.test.rerank = False
+    # Save ranked lists as images (<save_dir>/visrank_<dataset>/); test only.
+    cfg.test.visrank = False
+    # Number of gallery images shown per query in visrank.
+    cfg.test.visrank_topk = 10
+
+    # ---------------------------------------------------------------- mlr (MLRProtocol)
+    cfg.mlr = CN()
+    # Split seed; a split is a function of (seed, data.split_id).
+    cfg.mlr.seed = 0
+    # Which images are LR: camera, per_id, camera_pair, half_images; '' = the dataset's own.
+    cfg.mlr.lr_mode = ""
+    # The LR camera (0-based) when lr_mode is camera.
+    cfg.mlr.lr_camid = 1
+    # Downsampling ratios of the simulated LR images (one drawn at random).
+    cfg.mlr.ratios = [1 / 2, 1 / 3, 1 / 4]
+    # Draw the ratio per image or per id.
+    cfg.mlr.ratio_per = "image"
+    # Downsampling interpolation: bicubic, bilinear, area, nearest.
+    cfg.mlr.interpolation = "bicubic"
+    # Whether training images on the LR side are downsampled too.
+    cfg.mlr.train_lr = True
+    # Gallery: one_random HR image per test id (the paper) or all HR images.
+    cfg.mlr.gallery = "one_random"
+    # LR image / split cache folder; '' = <data.root>/jbim_cache (per-user fallback).
+    cfg.mlr.cache_dir = ""
+
+    # ---------------------------------------------------------------- jbim
+    cfg.jbim = CN()
+    # SR module: srcnn (9-5-5, residual), srcnn_915 (9-1-5, cheaper), vdsr (20 layers, residual),
+    # bicubic (no learned SR).
+    cfg.jbim.sr = "srcnn"
+    # Local SR weights loaded into the SR module; '' = none.
+    cfg.jbim.sr_pretrained_path = ""
+    # Local weights for the HIM backbone only (overrides model.pretrained_path); '' = none.
+    cfg.jbim.him_pretrained_path = ""
+    # Local weights for the LIM backbone only (overrides model.pretrained_path); '' = none.
+    cfg.jbim.lim_pretrained_path = ""
+    # alpha: weight of the SR loss in L_HIM = L_reid + alpha * L_sr (0 = SR trained by re-id only).
+    cfg.jbim.alpha = 1.0
+    # beta: weight of the fusion loss in L_overall = L_HIM + L_LIM + beta * L_fus.
+    cfg.jbim.beta = 3.0
+    # Ratio m of the synthetic LR stream and of the gallery's LIM input (1/2, 1/3 or 1/4).
+    cfg.jbim.ratio = 0.5
+    # FFN output size; 0 = n_h + n_l (the paper).
+    cfg.jbim.fusion_dim = 0
+    # FFN dropout probability.
+    cfg.jbim.dropout = 0.5
+    # Training stage: him (SR + HIM), lim (LIM), joint (whole model), all (him, lim, then joint
+    # from their checkpoints with a fresh FFN, in <save_dir>/stage_{him,lim,joint}).
+    cfg.jbim.stage = "all"
+    # Model: jbim (fused feature), him (HIM only), lim (LIM only), him_lim (HIM and LIM trained
+    # independently, features concatenated).
+    cfg.jbim.variant = "jbim"
+    # Train the synthetic-LR stream (False = the ablation without it).
+    cfg.jbim.synthetic_lr = True
+    # Stage-him checkpoint that initialises SR + HIM for stage joint; '' = none.
+    cfg.jbim.him_checkpoint = ""
+    # Stage-lim checkpoint that initialises LIM for stage joint; '' = none.
+    cfg.jbim.lim_checkpoint = ""
+
+    return cfg

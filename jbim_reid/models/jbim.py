@@ -1,0 +1,325 @@
+"""The JBIM model (Zheng et al., IJCV 2021): SR module, HIM and LIM re-id branches, fusion head.
+
+Shapes: images are ``(B, 3, H, W)`` normalised tensors at the network input size (``height`` x
+``width``); LR images are already upscaled to that size by the data transforms. Features are
+``(B, D)``; logits ``(B, num_classes)``.
+"""
+import warnings
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+import torchreid
+from torch import nn
+
+from jbim_reid.models.fusion import FusionHead
+from jbim_reid.models.sr import build_sr
+from jbim_reid.models.weights import load_pretrained_weights
+
+__all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "MODEL_BUILDERS", "load_jbim_checkpoint"]
+
+VARIANTS = {  # jbim.variant -> modules it holds
+    "jbim": ("sr", "him", "lim", "fusion"),
+    "him": ("sr", "him"),
+    "lim": ("lim",),
+    "him_lim": ("sr", "him", "lim"),
+}
+
+
+class BNNeck(nn.BatchNorm1d):
+    """BatchNorm1d whose bias is fixed at zero (Luo et al. 2019).
+
+    The bias is a buffer, not a parameter, so it stays frozen even when torchreid's
+    ``open_all_layers`` sets ``requires_grad`` on every parameter.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__(dim)
+        del self.bias
+        self.register_buffer("bias", torch.zeros(dim))
+
+
+class ReidBranch(nn.Module):
+    """A torchreid backbone with a BNNeck and an identity classifier (HIM's or LIM's F_fe + F_c).
+
+    Args:
+        backbone (str): any name of ``torchreid.models.show_avai_models()``.
+        num_classes (int): number of training identities.
+    """
+
+    def __init__(self, backbone: str, num_classes: int):
+        super().__init__()
+        self.backbone = torchreid.models.build_model(backbone, num_classes=1, loss="softmax",
+                                                     pretrained=False)
+        in_dim = getattr(self.backbone, "feature_dim", None)
+        if in_dim is None:
+            in_dim = self.backbone.classifier.in_features
+        self.backbone.classifier = nn.Identity()  # the backbone returns its feature v in any mode
+        self.feature_dim = int(in_dim)
+        self.neck = BNNeck(self.feature_dim)
+        self.classifier = nn.Linear(self.feature_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Args: x: ``(B, 3, H, W)``.
+
+        Returns:
+            dict: ``feat`` ``(B, D)`` (before the neck, for the triplet loss), ``bn`` ``(B, D)`` (after
+            the neck: test feature and fusion input), ``logits`` ``(B, num_classes)``.
+        """
+        feat = self.backbone(x)
+        bn = self.neck(feat)
+        return {"feat": feat, "bn": bn, "logits": self.classifier(bn)}
+
+
+class JBIM(nn.Module):
+    """Joint Bilateral-resolution Identity Modeling.
+
+    Args:
+        num_classes (int): number of training identities.
+        backbone (str, optional): torchreid backbone of HIM and LIM (separate weights). Default is
+            ``resnet50``.
+        sr (str, optional): SR module name in ``SR_MODELS``. Default is ``srcnn``.
+        ratio (float, optional): downsampling ratio m of the synthetic LR stream and of the gallery's
+            LIM input. Default is 0.5.
+        fusion_dim (int, optional): FFN output size; None gives n_h + n_l. Default is None.
+        dropout (float, optional): FFN dropout. Default is 0.5.
+        height (int, optional): network input height. Default is 256.
+        width (int, optional): network input width. Default is 128.
+        variant (str, optional): ``jbim`` (SR+HIM+LIM+FFN, fused test feature), ``him`` (SR+HIM),
+            ``lim`` (LIM only) or ``him_lim`` (SR+HIM and LIM, features concatenated at test).
+            Default is ``jbim``.
+        backbone_pretrained_path (str, optional): local weights loaded into both backbones.
+        sr_pretrained_path (str, optional): local weights loaded into the SR module.
+        him_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for HIM.
+        lim_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for LIM.
+
+    Train mode: ``model(x_lr, x_hr)`` returns a dict (see :meth:`forward_train`).
+    Eval mode: ``model(x, role='probe')`` = :meth:`probe_features`, ``role='gallery'`` =
+    :meth:`gallery_features`, both ``(B, feature_dim)``.
+
+    Examples::
+        >>> model = JBIM(num_classes=25, backbone='osnet_x1_0', ratio=0.5)
+        >>> model.eval()
+        >>> qf = model.probe_features(torch.rand(2, 3, 256, 128))   # (2, 1024)
+    """
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", sr: str = "srcnn",
+                 ratio: float = 0.5, fusion_dim: Optional[int] = None, dropout: float = 0.5,
+                 height: int = 256, width: int = 128, variant: str = "jbim",
+                 backbone_pretrained_path: str = "", sr_pretrained_path: str = "",
+                 him_pretrained_path: str = "", lim_pretrained_path: str = ""):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown jbim.variant '{variant}'; expected one of {list(VARIANTS)}")
+        if not 0 < ratio <= 1:
+            raise ValueError(f"jbim.ratio must be in (0, 1], got {ratio}")
+        self.jbim_kwargs = dict(
+            num_classes=num_classes, backbone=backbone, sr=sr, ratio=ratio, fusion_dim=fusion_dim,
+            dropout=dropout, height=height, width=width, variant=variant,
+        )
+        self.num_classes = num_classes
+        self.variant = variant
+        self.ratio = ratio
+        self.height, self.width = height, width
+        parts = VARIANTS[variant]
+        self.sr = build_sr(sr) if "sr" in parts else None
+        self.him = ReidBranch(backbone, num_classes) if "him" in parts else None
+        self.lim = ReidBranch(backbone, num_classes) if "lim" in parts else None
+        self.fusion = None
+        if "fusion" in parts:
+            self.fusion = FusionHead(self.him.feature_dim, self.lim.feature_dim, num_classes,
+                                     fusion_dim=fusion_dim, dropout=dropout)
+        if variant == "jbim":
+            self.feature_dim = self.fusion.feature_dim
+        else:
+            self.feature_dim = sum(b.feature_dim for b in (self.him, self.lim) if b is not None)
+        self.load_weights(backbone_pretrained_path, sr_pretrained_path,
+                          him_pretrained_path, lim_pretrained_path)
+
+    def load_weights(self, backbone_path: str = "", sr_path: str = "", him_path: str = "",
+                     lim_path: str = "") -> Dict[str, tuple]:
+        """Load local pretrained weights into the backbones and the SR module.
+
+        Args:
+            backbone_path (str): file for both backbones (ImageNet or re-id weights).
+            sr_path (str): file for the SR module.
+            him_path (str): file for HIM's backbone, overriding ``backbone_path``.
+            lim_path (str): file for LIM's backbone, overriding ``backbone_path``.
+
+        Returns:
+            dict: part name -> ``(loaded keys, skipped keys)`` for every part that was loaded.
+        """
+        report = {}
+        targets = (("him", self.him and self.him.backbone, him_path or backbone_path),
+                   ("lim", self.lim and self.lim.backbone, lim_path or backbone_path),
+                   ("sr", self.sr, sr_path))
+        for name, module, path in targets:
+            if path and module is not None:
+                report[name] = load_pretrained_weights(module, path)
+        return report
+
+    def synthesize_lr(self, x_hr: torch.Tensor, ratio: Optional[float] = None) -> torch.Tensor:
+        """Synthetic LR image: bicubic downsampling by ``ratio`` (antialiased), bicubic back up.
+
+        Args:
+            x_hr: ``(B, 3, H, W)``.
+            ratio (float, optional): downsampling ratio; None uses ``self.ratio``.
+
+        Returns:
+            torch.Tensor: ``(B, 3, H, W)``.
+        """
+        ratio = self.ratio if ratio is None else ratio
+        size = x_hr.shape[-2:]
+        small = F.interpolate(x_hr, scale_factor=ratio, mode="bicubic", align_corners=False,
+                              antialias=True)
+        return F.interpolate(small, size=size, mode="bicubic", align_corners=False)
+
+    def forward_train(self, x_lr: torch.Tensor, x_hr: torch.Tensor,
+                      branches: Optional[tuple] = None, synthetic_lr: bool = True
+                      ) -> Dict[str, torch.Tensor]:
+        """Every training stream of Fig. 4 that ``branches`` needs.
+
+        Args:
+            x_lr: ``(B, 3, H, W)`` real LR images (upscaled).
+            x_hr: ``(B, 3, H, W)`` HR images of the same identities (other camera).
+            branches (tuple, optional): subset of ``him``, ``lim``, ``fusion`` to compute; None
+                computes every branch the variant has.
+            synthetic_lr (bool): make the synthetic LR stream x^{h2l} from ``x_hr``. When False the
+                h2l streams are left out, and the HR side of the fusion uses LIM on ``x_hr``
+            (stream ``lim_hr``, which has no loss of its own).
+
+        Returns:
+            dict: ``sr_h2l`` ``(B, 3, H, W)`` (SR of the synthetic LR, with HIM and ``synthetic_lr``);
+            per stream ``<branch>_<stream>_{feat,bn,logits}`` for branch ``him`` (streams ``hr``,
+            ``h2l``, ``lr``), ``lim`` (``lr``, ``h2l``) and ``fus`` (``lr``, ``hr``: ``_feat``
+            ``(B, D)`` and ``_logits``).
+        """
+        if branches is None:
+            branches = tuple(b for b in ("him", "lim", "fusion") if getattr(self, b) is not None)
+        out = {}
+        need_him = "him" in branches or "fusion" in branches
+        need_lim = "lim" in branches or "fusion" in branches
+        x_h2l = self.synthesize_lr(x_hr) if synthetic_lr else None
+        if need_him:
+            self._require("him")
+            streams = {"hr": x_hr, "lr": self.sr(x_lr)}
+            if x_h2l is not None:
+                out["sr_h2l"] = streams["h2l"] = self.sr(x_h2l)
+            for stream, x in streams.items():
+                for key, value in self.him(x).items():
+                    out[f"him_{stream}_{key}"] = value
+        if need_lim:
+            self._require("lim")
+            streams = {"lr": x_lr}
+            if x_h2l is not None:
+                streams["h2l"] = x_h2l
+            elif "fusion" in branches:  # no synthetic stream: the HR side of the fusion sees x_hr
+                streams["hr"] = x_hr
+            for stream, x in streams.items():
+                for key, value in self.lim(x).items():
+                    out[f"lim_{stream}_{key}"] = value
+        if "fusion" in branches:
+            self._require("fusion")
+            lim_hr = "h2l" if x_h2l is not None else "hr"
+            for side, (h, l) in {"lr": ("lr", "lr"), "hr": ("hr", lim_hr)}.items():
+                feat, logits = self.fusion(out[f"him_{h}_bn"], out[f"lim_{l}_bn"])
+                out[f"fus_{side}_feat"], out[f"fus_{side}_logits"] = feat, logits
+        return out
+
+    def _require(self, part: str) -> None:
+        if getattr(self, part) is None:
+            raise ValueError(f"JBIM variant '{self.variant}' has no '{part}' module "
+                             f"(it holds {VARIANTS[self.variant]})")
+
+    def _features(self, him_input, lim_input) -> torch.Tensor:
+        f_h = self.him(him_input)["bn"] if self.him is not None else None
+        f_l = self.lim(lim_input)["bn"] if self.lim is not None else None
+        if self.fusion is not None:
+            return self.fusion(f_h, f_l)[0]
+        return torch.cat([f for f in (f_h, f_l) if f is not None], dim=1)
+
+    def probe_features(self, x_lr: torch.Tensor) -> torch.Tensor:
+        """Test feature of LR probes: ``F_fus(HIM(SR(x)), LIM(x))`` (or the variant's part of it).
+
+        Args:
+            x_lr: ``(B, 3, H, W)`` LR images upscaled to the network size.
+
+        Returns:
+            torch.Tensor: ``(B, feature_dim)``.
+        """
+        return self._features(self.sr(x_lr) if self.sr is not None else None, x_lr)
+
+    def gallery_features(self, x_hr: torch.Tensor) -> torch.Tensor:
+        """Test feature of HR gallery images: ``F_fus(HIM(x), LIM(down_m(x)))``.
+
+        Args:
+            x_hr: ``(B, 3, H, W)`` HR images.
+
+        Returns:
+            torch.Tensor: ``(B, feature_dim)``.
+        """
+        x_low = self.synthesize_lr(x_hr) if self.lim is not None else None
+        return self._features(x_hr, x_low)
+
+    def forward(self, x: torch.Tensor, x_hr: Optional[torch.Tensor] = None, role: str = "probe",
+                **kwargs):
+        """Train mode: ``forward_train(x, x_hr, **kwargs)`` (dict). Eval mode: features ``(B, D)``.
+
+        Args:
+            x: ``(B, 3, H, W)``: LR images in train mode; probe or gallery images in eval mode.
+            x_hr: ``(B, 3, H, W)`` HR images (train mode only).
+            role (str): ``probe`` or ``gallery`` (eval mode only). Default is ``probe``.
+        """
+        if self.training and x_hr is not None:
+            return self.forward_train(x, x_hr, **kwargs)
+        if role == "probe":
+            return self.probe_features(x)
+        if role == "gallery":
+            return self.gallery_features(x)
+        raise ValueError(f"Unknown role '{role}'; expected 'probe' or 'gallery'")
+
+
+_warned_pretrained = []  # builder names that already warned about pretrained=True without a path
+
+
+def _builder(backbone: str):
+    def build(num_classes: int, loss: str = "softmax", pretrained: bool = True, use_gpu: bool = True,
+              **kwargs) -> JBIM:
+        if pretrained and not kwargs.get("backbone_pretrained_path") and not _warned_pretrained:
+            _warned_pretrained.append(backbone)
+            warnings.warn("jbim builders never download weights: pretrained=True without "
+                          "backbone_pretrained_path builds randomly initialised backbones")
+        return JBIM(num_classes, backbone=backbone, **kwargs)
+
+    build.__name__ = f"jbim_{backbone}"
+    build.__doc__ = (f"JBIM with ``{backbone}`` backbones (torchreid factory signature). ``loss`` and "
+                     "``use_gpu`` are accepted for compatibility; ``pretrained`` never downloads: "
+                     "pass ``backbone_pretrained_path`` to load local weights.")
+    return build
+
+
+MODEL_BUILDERS = {  # torchreid model factory name -> builder
+    f"jbim_{name}": _builder(name)
+    for name in ("resnet50", "osnet_x1_0", "osnet_x0_25", "osnet_x0_5", "osnet_x0_75",
+                 "osnet_ibn_x1_0", "mobilenetv2_x1_0", "resnet50_fc512")
+}
+
+
+def load_jbim_checkpoint(path: str, map_location: Optional[str] = None) -> JBIM:
+    """Rebuild a JBIM model from a checkpoint written by ``JBIMEngine.save_model``.
+
+    Args:
+        path (str): checkpoint file with ``state_dict`` and ``jbim_kwargs``.
+        map_location: unused, kept for API symmetry (torchreid maps to CPU without CUDA).
+
+    Returns:
+        JBIM: the model with the checkpoint's weights, in eval mode.
+    """
+    checkpoint = torchreid.utils.load_checkpoint(path)
+    if "jbim_kwargs" not in checkpoint:
+        raise KeyError(f"'{path}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
+    model = JBIM(**checkpoint["jbim_kwargs"])
+    state = {k[len("module."):] if k.startswith("module.") else k: v
+             for k, v in checkpoint["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.eval()

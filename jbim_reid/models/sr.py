@@ -1,0 +1,108 @@
+"""Super-resolution modules for the JBIM SR stream, chosen by name.
+
+Every SR module maps an LR image that is already bicubic-upscaled to the network input size to an
+image of the same size: ``(B, 3, H, W) -> (B, 3, H, W)``. Inputs are normalised tensors (torchreid's
+ImageNet mean/std), so no clamping to [0, 1] is done.
+"""
+import functools
+from typing import Callable, Dict
+
+import torch
+from torch import nn
+
+__all__ = ["SRCNN", "VDSR", "BicubicSR", "SR_MODELS", "build_sr"]
+
+
+class SRCNN(nn.Module):
+    """SRCNN (Dong et al. 2014), 9-5-5 with padding so that the output size equals the input size.
+
+    conv(9x9, ``channels[0]``) -> ReLU -> conv(5x5, ``channels[1]``) -> ReLU -> conv(5x5, 3).
+
+    The paper's SRCNN predicts the image itself. Trained from scratch (no SRCNN weights ship with
+    this package) that output starts far from the input and the re-id backbone behind it sees noise
+    for many iterations, so by default the network predicts a residual added to its input, and the
+    last layer starts near zero (std 1e-3), so the module starts close to the identity (= bicubic).
+    ``residual=False`` gives the paper's plain formulation.
+
+    Args:
+        channels (tuple, optional): widths of the two hidden layers. Default is (64, 32).
+        kernels (tuple, optional): kernel sizes of the three layers (odd). Default is (9, 5, 5);
+            (9, 1, 5) is SRCNN's cheaper base model (about 3.5x fewer multiply-adds).
+        residual (bool, optional): add the input to the output. Default is True.
+    """
+
+    def __init__(self, channels=(64, 32), kernels=(9, 5, 5), residual: bool = True):
+        super().__init__()
+        c1, c2 = channels
+        k1, k2, k3 = kernels
+        self.residual = residual
+        self.body = nn.Sequential(
+            nn.Conv2d(3, c1, k1, padding=k1 // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, k2, padding=k2 // 2), nn.ReLU(inplace=True),
+            nn.Conv2d(c2, 3, k3, padding=k3 // 2),
+        )
+        if residual:
+            last = self.body[-1]
+            nn.init.normal_(last.weight, std=1e-3)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, 3, H, W)`` upscaled LR image. Returns: ``(B, 3, H, W)`` SR image."""
+        out = self.body(x)
+        return x + out if self.residual else out
+
+
+class VDSR(nn.Module):
+    """VDSR-style deep SR net (Kim et al. 2016): ``depth`` 3x3 convs with a global residual.
+
+    Args:
+        depth (int, optional): number of conv layers (paper: 20). Default is 20.
+        channels (int, optional): hidden width (paper: 64). Default is 64.
+    """
+
+    def __init__(self, depth: int = 20, channels: int = 64):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"VDSR depth must be >= 2, got {depth}")
+        layers = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(channels, 3, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+        nn.init.normal_(self.body[-1].weight, std=1e-3)  # start close to the identity
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, 3, H, W)`` upscaled LR image. Returns: ``(B, 3, H, W)`` SR image."""
+        return x + self.body(x)
+
+
+class BicubicSR(nn.Module):
+    """No learned SR: the input already is the bicubic-upscaled image, so this returns it unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, 3, H, W)``. Returns: ``x`` itself."""
+        return x
+
+
+SR_MODELS: Dict[str, Callable[..., nn.Module]] = {  # config name (jbim.sr) -> SR module class
+    "srcnn": SRCNN,
+    "srcnn_915": functools.partial(SRCNN, kernels=(9, 1, 5)),
+    "vdsr": VDSR,
+    "bicubic": BicubicSR,
+}
+
+
+def build_sr(name: str, **kwargs) -> nn.Module:
+    """Build the SR module registered as ``name`` in ``SR_MODELS``.
+
+    Args:
+        name (str): one of ``SR_MODELS`` (``srcnn``, ``srcnn_915``, ``vdsr``, ``bicubic``).
+        **kwargs: passed to the module's constructor.
+
+    Returns:
+        nn.Module: maps ``(B, 3, H, W)`` to ``(B, 3, H, W)``.
+    """
+    if name not in SR_MODELS:
+        raise KeyError(f"Unknown SR model '{name}' (jbim.sr); expected one of {sorted(SR_MODELS)}")
+    return SR_MODELS[name](**kwargs)

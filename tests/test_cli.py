@@ -1,0 +1,114 @@
+"""The jbim-reid CLI end to end on a synthetic CAVIAR tree, and the torchreid-style Python script."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchreid
+from synthetic import make_caviar
+
+import jbim_reid
+from jbim_reid.cli import COMMANDS, main
+from jbim_reid.datasets import protocol_overrides
+
+CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
+TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
+        "sampler.num_instances", "2", "data.workers", "0", "train.print_freq", "100",
+        "test.batch_size", "16"]
+
+
+@pytest.fixture(scope="module")
+def caviar_root(tmp_path_factory):
+    return make_caviar(tmp_path_factory.mktemp("data"), num_two_cam=8, num_one_cam=1)
+
+
+@pytest.fixture(scope="module")
+def trained(caviar_root, tmp_path_factory):
+    """``jbim-reid train`` with the CPU config, ``stage: all``, tiny input, one epoch per stage."""
+    save_dir = tmp_path_factory.mktemp("log")
+    code = main(["train", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(save_dir)] + TINY)
+    assert code == 0
+    return save_dir
+
+
+def read_results(folder):
+    return json.loads((Path(folder) / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_train_all_runs_the_three_stages(trained):
+    for stage in ("him", "lim", "joint"):
+        assert (trained / f"stage_{stage}" / "model" / "model.pth.tar-1").is_file()
+        assert read_results(trained / f"stage_{stage}")["stage"] == stage
+    results = read_results(trained)
+    for key in ("rank1", "rank5", "rank10", "rank20", "mAP"):
+        assert 0.0 <= results[key] <= 100.0
+    assert results["rank20"] >= results["rank1"]
+    assert results["config"]["jbim"]["stage"] == "all"
+    assert results["config"]["model"]["name"] == "osnet_x0_25"
+    joint = torch.load(trained / "stage_joint" / "model" / "model.pth.tar-1", weights_only=True)
+    assert joint["jbim_kwargs"]["variant"] == "jbim" and joint["stage"] == "joint"
+    him = torch.load(trained / "stage_him" / "model" / "model.pth.tar-1", weights_only=True)
+    assert him["jbim_kwargs"]["variant"] == "him"
+
+
+@pytest.mark.slow
+def test_test_command_writes_results(trained, caviar_root, tmp_path):
+    checkpoint = trained / "stage_joint" / "model" / "model.pth.tar-1"
+    code = main(["test", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "model.load_weights", str(checkpoint)] + TINY)
+    assert code == 0
+    results = read_results(tmp_path)
+    assert results["checkpoint"] == str(checkpoint) and results["variant"] == "jbim"
+    assert results["rank1"] == pytest.approx(read_results(trained)["rank1"])
+
+
+@pytest.mark.slow
+def test_single_stage_joint_from_stage_checkpoints(trained, caviar_root, tmp_path, capsys):
+    code = main(["train", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "jbim.stage", "joint",
+                 "jbim.him_checkpoint", str(trained / "stage_him" / "model" / "model.pth.tar-1"),
+                 "jbim.lim_checkpoint", str(trained / "stage_lim" / "model" / "model.pth.tar-1")]
+                + TINY)
+    assert code == 0 and read_results(tmp_path)["stage"] == "joint"
+    out = capsys.readouterr().out
+    assert "into SRCNN" in out and out.count("into ReidBranch") == 2
+
+
+def test_unknown_key_exits_2_naming_the_key(capsys):
+    assert main(["train", "--config-file", CPU_CONFIG, "train.max_epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "train.max_epochs" in err and "Traceback" not in err
+
+
+def test_test_without_weights_exits_2(capsys, tmp_path):
+    assert main(["test", "--config-file", CPU_CONFIG, "data.save_dir", str(tmp_path)]) == 2
+    assert "model.load_weights" in capsys.readouterr().err
+
+
+def test_commands_table_holds_train_and_test():
+    assert {"train", "test"} <= set(COMMANDS)
+    for help_text, function in COMMANDS.values():
+        assert help_text and callable(function)
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+
+
+@pytest.mark.slow
+def test_torchreid_style_script_with_visrank(caviar_root, tmp_path):
+    assert jbim_reid.__version__
+    with protocol_overrides(seed=0):
+        datamanager = torchreid.data.ImageDataManager(
+            root=str(caviar_root), sources="caviar", targets="caviar", height=32, width=16,
+            batch_size_train=8, batch_size_test=16, workers=0, num_instances=2,
+            train_sampler="RandomIdentitySampler", use_gpu=False)
+    model = torchreid.models.build_model("jbim_osnet_x0_25", num_classes=datamanager.num_train_pids,
+                                         pretrained=False)
+    optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=3.5e-4)
+    engine = torchreid.engine.JBIMEngine(datamanager, model, optimizer)
+    engine.run(save_dir=str(tmp_path), max_epoch=1, print_freq=100)
+    engine.run(save_dir=str(tmp_path), test_only=True, visrank=True, visrank_topk=3)
+    ranked = list((tmp_path / "visrank_caviar").glob("*"))
+    assert ranked and len(ranked) == engine.last_results["caviar"]["distmat"].shape[0]
+    assert engine.last_results["caviar"]["q_hw"].shape[1] == 2

@@ -1,0 +1,221 @@
+"""JBIM model: shapes, SR registry, joint-learning gradients, probe/gallery paths, weights loading."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchreid
+from torch import nn
+
+from jbim_reid.models import (JBIM, MODEL_BUILDERS, SR_MODELS, FusionHead, build_sr,
+                              load_jbim_checkpoint, load_pretrained_weights)
+
+H, W = 32, 16
+
+
+def small(**kwargs):
+    torch.manual_seed(0)
+    kwargs.setdefault("backbone", "osnet_x0_25")
+    return JBIM(kwargs.pop("num_classes", 5), height=H, width=W, **kwargs)
+
+
+@pytest.mark.slow
+def test_resnet50_forward_backward_shapes():
+    model = JBIM(3, backbone="resnet50", height=64, width=32)
+    x_lr, x_hr = torch.randn(2, 3, 64, 32), torch.randn(2, 3, 64, 32)
+    out = model(x_lr, x_hr)
+    assert out["him_hr_feat"].shape == (2, 2048) and out["lim_lr_bn"].shape == (2, 2048)
+    assert out["fus_lr_feat"].shape == (2, 4096) and out["fus_hr_logits"].shape == (2, 3)
+    assert out["sr_h2l"].shape == (2, 3, 64, 32)
+    sum(v.sum() for k, v in out.items() if k.endswith("logits")).backward()
+    assert model.sr.body[0].weight.grad is not None
+    model.eval()
+    assert model(x_lr).shape == (2, 4096) and model.feature_dim == 4096
+
+
+def test_osnet_forward_shapes_train_and_eval():
+    model = small()
+    x = torch.randn(4, 3, H, W)
+    out = model(x, x.flip(0))
+    streams = {"him_hr", "him_h2l", "him_lr", "lim_lr", "lim_h2l"}
+    for s in streams:
+        assert out[f"{s}_feat"].shape == (4, 512) and out[f"{s}_logits"].shape == (4, 5)
+    assert out["fus_lr_feat"].shape == out["fus_hr_feat"].shape == (4, 1024)
+    model.eval()
+    assert model(x, role="probe").shape == model(x, role="gallery").shape == (4, 1024)
+    with pytest.raises(ValueError, match="role"):
+        model(x, role="query")
+
+
+@pytest.mark.parametrize("variant,dim", [("jbim", 1024), ("him", 512), ("lim", 512),
+                                         ("him_lim", 1024)])
+def test_variant_feature_dims(variant, dim):
+    model = small(variant=variant).eval()
+    assert model.feature_dim == dim
+    assert model.probe_features(torch.randn(2, 3, H, W)).shape == (2, dim)
+
+
+def test_fusion_dim_and_head():
+    assert small(fusion_dim=64).eval().probe_features(torch.randn(2, 3, H, W)).shape == (2, 64)
+    head = FusionHead(8, 4, num_classes=3)
+    fused, logits = head(torch.randn(5, 8), torch.randn(5, 4))
+    assert fused.shape == (5, 12) and logits.shape == (5, 3) and (fused >= 0).all()
+
+
+def test_reid_loss_reaches_sr_parameters():
+    model = small(variant="him")
+    x_lr = torch.randn(4, 3, H, W)
+    out = model(x_lr, torch.randn(4, 3, H, W))
+    loss = F.cross_entropy(out["him_lr_logits"], torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    for p in model.sr.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_bnneck_bias_stays_frozen_after_open_all_layers():
+    model = small()
+    torchreid.utils.open_all_layers(model)
+    names = {n for n, _ in model.named_parameters()}
+    assert "him.neck.bias" not in names and "him.neck.weight" in names
+    assert torch.equal(model.him.neck.bias, torch.zeros(512))
+    assert model.him.classifier.bias is None
+
+
+class Recorder(nn.Module):
+    def __init__(self, log, name):
+        super().__init__()
+        self.log, self.name = log, name
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return x
+
+
+def test_probe_goes_through_sr_and_gallery_through_downsampling(monkeypatch):
+    model = small().eval()
+    log = []
+    model.sr = Recorder(log, "sr")
+    down = model.synthesize_lr
+    monkeypatch.setattr(model, "synthesize_lr", lambda x, ratio=None: log.append("down") or down(x))
+    x = torch.randn(2, 3, H, W)
+    model.probe_features(x)
+    assert log == ["sr"]
+    log.clear()
+    model.gallery_features(x)
+    assert log == ["down"]
+
+
+def test_probe_and_gallery_features_follow_the_paper_formulas():
+    model = small().eval()
+    x = torch.randn(2, 3, H, W)
+    with torch.no_grad():
+        probe = model.fusion(model.him(model.sr(x))["bn"], model.lim(x)["bn"])[0]
+        gallery = model.fusion(model.him(x)["bn"], model.lim(model.synthesize_lr(x))["bn"])[0]
+        assert torch.allclose(model.probe_features(x), probe, atol=1e-6)
+        assert torch.allclose(model.gallery_features(x), gallery, atol=1e-6)
+        assert not torch.allclose(probe, gallery, atol=1e-3)
+
+
+def test_synthesize_lr_keeps_size_and_removes_detail():
+    model = small(ratio=0.25)
+    x = torch.randn(2, 3, H, W)
+    y = model.synthesize_lr(x)
+    assert y.shape == x.shape and not torch.allclose(x, y)
+    assert y.std() < x.std()  # low-pass: noise is smoothed away
+    flat = torch.full((1, 3, H, W), 0.7)
+    assert torch.allclose(model.synthesize_lr(flat), flat, atol=1e-5)
+    assert not torch.allclose(model.synthesize_lr(x, ratio=0.5), y)
+
+
+@pytest.mark.parametrize("name", sorted(SR_MODELS))
+def test_sr_registry_keeps_size(name):
+    kwargs = {"depth": 3, "channels": 8} if name == "vdsr" else {}
+    sr = build_sr(name, **kwargs)
+    x = torch.randn(2, 3, 20, 12)
+    assert sr(x).shape == x.shape
+    if name == "bicubic":
+        assert sr(x) is x
+    else:
+        assert torch.allclose(sr(x), x, atol=0.1)  # residual nets start near the identity
+
+
+def test_sr_plain_srcnn_and_unknown_name():
+    assert build_sr("srcnn", residual=False)(torch.randn(1, 3, 16, 8)).shape == (1, 3, 16, 8)
+    with pytest.raises(KeyError, match=r"'espcn'.*bicubic.*srcnn.*vdsr"):
+        build_sr("espcn")
+
+
+def test_unknown_variant_and_bad_ratio():
+    with pytest.raises(ValueError, match="variant 'both'"):
+        small(variant="both")
+    with pytest.raises(ValueError, match="ratio"):
+        small(ratio=2.0)
+
+
+def _save_state(path, module, prefix="", wrap=False, extra=None):
+    state = {prefix + k: v + 1.0 if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    state.update(extra or {})
+    torch.save({"state_dict": state} if wrap else state, path)
+    return state
+
+
+def test_load_pretrained_weights_reports_loaded_and_skipped(tmp_path):
+    source = small().him.backbone
+    path = tmp_path / "w.pth"
+    _save_state(path, source, prefix="module.", wrap=True,
+                extra={"classifier.weight": torch.zeros(1000, 128), "fc.0.weight": torch.zeros(2, 2)})
+    target = small().him.backbone
+    loaded, skipped = load_pretrained_weights(target, str(path))
+    assert "conv1.conv.weight" in loaded and set(skipped) == {"classifier.weight", "fc.0.weight"}
+    assert torch.equal(target.conv1.conv.weight, source.conv1.conv.weight + 1.0)
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_pretrained_weights(target, str(tmp_path / "missing.pth"))
+
+
+def test_pretrained_paths_fill_both_backbones_and_overrides(tmp_path):
+    ref = small()
+    both, him_only, sr_file = tmp_path / "both.pth", tmp_path / "him.pth", tmp_path / "sr.pth"
+    _save_state(both, ref.him.backbone)
+    torch.save({k: torch.zeros_like(v) for k, v in ref.him.backbone.state_dict().items()}, him_only)
+    _save_state(sr_file, ref.sr)
+    model = small(backbone_pretrained_path=str(both), him_pretrained_path=str(him_only),
+                  sr_pretrained_path=str(sr_file))
+    expected = ref.him.backbone.conv1.conv.weight + 1.0
+    assert torch.equal(model.lim.backbone.conv1.conv.weight, expected)
+    assert model.him.backbone.conv1.conv.weight.abs().sum() == 0
+    assert torch.equal(model.sr.body[0].weight, ref.sr.body[0].weight + 1.0)
+
+
+def test_builders_use_torchreid_signature_and_never_download(tmp_path):
+    assert {"jbim_resnet50", "jbim_osnet_x1_0", "jbim_osnet_x0_25",
+            "jbim_mobilenetv2_x1_0"} <= set(MODEL_BUILDERS)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        model = MODEL_BUILDERS["jbim_osnet_x0_25"](num_classes=7, loss="softmax", pretrained=True,
+                                                   use_gpu=False)
+    assert isinstance(model, JBIM) and model.him.classifier.out_features == 7
+    assert model.jbim_kwargs["backbone"] == "osnet_x0_25"
+
+
+def test_load_jbim_checkpoint_rebuilds_model(tmp_path):
+    model = small(variant="him_lim", ratio=0.25).eval()
+    path = tmp_path / "ckpt.pth.tar"
+    torch.save({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": 1}, path)
+    again = load_jbim_checkpoint(str(path))
+    assert again.variant == "him_lim" and again.ratio == 0.25 and not again.training
+    x = torch.randn(2, 3, H, W)
+    with torch.no_grad():
+        assert torch.allclose(again.probe_features(x), model.probe_features(x))
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "plain.pth")
+    with pytest.raises(KeyError, match="jbim_kwargs"):
+        load_jbim_checkpoint(str(tmp_path / "plain.pth"))
+
+
+def test_without_synthetic_lr_the_h2l_streams_are_gone():
+    model = small()
+    x = torch.randn(4, 3, H, W)
+    out = model(x, x.flip(0), synthetic_lr=False)
+    assert not any("h2l" in k for k in out)
+    assert out["lim_hr_bn"].shape == (4, 512) and out["fus_hr_feat"].shape == (4, 1024)
+    only_lim = model(x, x, branches=("lim",), synthetic_lr=False)
+    assert set(only_lim) == {"lim_lr_feat", "lim_lr_bn", "lim_lr_logits"}
