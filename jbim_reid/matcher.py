@@ -1,0 +1,204 @@
+"""``CrossResolutionMatcher``: rank HR gallery images for LR probes with one or more JBIM anchors.
+
+Images of any size go in (paths, PIL images or ``H x W x 3`` uint8 RGB arrays); their genuine sizes
+are read from the inputs themselves, each anchor model gives a distance matrix, and the matrices are
+fused with the resolution weights of :mod:`jbim_reid.ensemble` (JBIM Sec. 5).
+
+Examples::
+    >>> from jbim_reid import CrossResolutionMatcher
+    >>> matcher = CrossResolutionMatcher(['log/half/model.pth.tar-60', 'log/third/model.pth.tar-60'])
+    >>> result = matcher.match(['probe_small.jpg'], ['g1.jpg', 'g2.jpg', 'g3.jpg'])
+    >>> result.ranking[0]      # gallery indices, best match first
+    >>> result.weights[0]      # weight of each anchor for that probe
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchreid
+import torchvision.transforms as T
+from PIL import Image
+from torch import nn
+
+from jbim_reid.ensemble import WEIGHTING_SCHEMES, anchor_weights, fuse_distances, resolution_ratios
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MatchResult", "CrossResolutionMatcher", "build_test_transform",
+           "load_rgb"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchreid's default norm_mean
+IMAGENET_STD = (0.229, 0.224, 0.225)  # torchreid's default norm_std
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+def build_test_transform(height: int, width: int) -> T.Compose:
+    """torchreid's test transform (``build_transforms``' second output), built without its prints.
+
+    Args:
+        height (int): network input height.
+        width (int): network input width.
+
+    Returns:
+        torchvision.transforms.Compose: PIL image -> normalised tensor ``(3, height, width)``.
+    """
+    return T.Compose([T.Resize((height, width)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def load_rgb(item: ImageLike, name: str = "image") -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an ``H x W x 3`` uint8 RGB array.
+
+    ``torchreid.utils.read_image`` retries forever on an unreadable file, so files are opened here
+    with PIL directly and errors name the file.
+
+    Args:
+        item: the image.
+        name (str, optional): how errors refer to it, e.g. ``'probes[3]'``.
+
+    Returns:
+        PIL.Image.Image: RGB image at its genuine size.
+    """
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3 or 0 in item.shape:
+            raise ValueError(f"{name} must be an H x W x 3 uint8 RGB array, got shape {item.shape} "
+                             f"dtype {item.dtype}")
+        return Image.fromarray(item, mode="RGB")
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: image file not found: {path}")
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except OSError as error:
+            raise ValueError(f"{name}: cannot read image {path}: {error}") from error
+    raise TypeError(f"{name} must be a path, a PIL image or an H x W x 3 uint8 array, "
+                    f"got {type(item).__name__}")
+
+
+@dataclass
+class MatchResult:
+    """Output of :meth:`CrossResolutionMatcher.match`.
+
+    Attributes:
+        distances (numpy.ndarray): fused distances ``(Q, G)``, smaller is more similar.
+        ranking (numpy.ndarray): gallery indices per probe, best first, ``(Q, G)``.
+        weights (numpy.ndarray): weight of each anchor model per probe ``(Q, n_models)``.
+        ratios (numpy.ndarray): resolution ratio r of each probe to the gallery ``(Q,)``.
+    """
+
+    distances: np.ndarray
+    ranking: np.ndarray
+    weights: np.ndarray
+    ratios: np.ndarray
+
+
+class CrossResolutionMatcher:
+    """Matches LR probe images against HR gallery images with one or more JBIM anchor models.
+
+    Each anchor gives ``D_i`` (probe features by ``probe_features``, gallery features by
+    ``gallery_features``, torchreid's ``compute_distance_matrix``); per probe,
+    ``r = sqrt(A_p / mean gallery area)`` from genuine sizes, ``w_i = exp(-(r - m_i)^2 / sigma^2)``
+    with ``m_i = model.ratio``, and ``D = sum_i w_i D_i``. With one model every weight is 1.
+
+    Args:
+        checkpoints (list): checkpoint paths (read with ``jbim_reid.models.load_jbim_checkpoint``) or
+            JBIM models (any module with ``probe_features``, ``gallery_features``, ``ratio``, ``height``
+            and ``width``).
+        sigma (float, optional): Gaussian width of the weights. Default is 0.5.
+        weighting (str, optional): ``'gaussian'`` or ``'uniform'``. Default is ``'gaussian'``.
+        device (str, optional): torch device. Default is ``'cpu'``.
+        batch_size (int, optional): images per forward pass. Default is 32.
+        dist_metric (str, optional): ``'euclidean'`` or ``'cosine'`` (torchreid's). Default is
+            ``'euclidean'``.
+        normalize_feature (bool, optional): L2-normalise features first. Default is False.
+    """
+
+    def __init__(self, checkpoints: Sequence[Union[str, os.PathLike, nn.Module]], sigma: float = 0.5,
+                 weighting: str = "gaussian", device: str = "cpu", batch_size: int = 32,
+                 dist_metric: str = "euclidean", normalize_feature: bool = False):
+        if isinstance(checkpoints, (str, os.PathLike, nn.Module)):
+            checkpoints = [checkpoints]
+        if len(checkpoints) == 0:
+            raise ValueError("checkpoints is empty: expected at least one checkpoint path or JBIM model")
+        if weighting not in WEIGHTING_SCHEMES:
+            raise ValueError(f"Unknown weighting '{weighting}'; expected one of {list(WEIGHTING_SCHEMES)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sigma = sigma
+        self.weighting = weighting
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.dist_metric = dist_metric
+        self.normalize_feature = normalize_feature
+        self.models: List[nn.Module] = [self._load(c, i).to(self.device).eval() for i, c in enumerate(checkpoints)]
+        self.ratios = [float(m.ratio) for m in self.models]
+
+    @staticmethod
+    def _load(checkpoint, index: int) -> nn.Module:
+        if isinstance(checkpoint, nn.Module):
+            missing = [a for a in ("probe_features", "gallery_features", "ratio", "height", "width")
+                       if not hasattr(checkpoint, a)]
+            if missing:
+                raise TypeError(f"checkpoints[{index}] ({type(checkpoint).__name__}) lacks {missing}: "
+                                "expected a JBIM model")
+            return checkpoint
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoints[{index}]: checkpoint file not found: {path}")
+        from jbim_reid.models import load_jbim_checkpoint  # models import the heavy torchreid backbones
+
+        return load_jbim_checkpoint(str(path))
+
+    @torch.no_grad()
+    def _features(self, model: nn.Module, images: List[Image.Image], role: str) -> torch.Tensor:
+        transform = build_test_transform(int(model.height), int(model.width))
+        extract = model.probe_features if role == "probe" else model.gallery_features
+        feats = []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.stack([transform(img) for img in images[start:start + self.batch_size]])
+            feats.append(extract(batch.to(self.device)).float().cpu())
+        return torch.cat(feats)
+
+    def _distances(self, model: nn.Module, probes: List[Image.Image], gallery: List[Image.Image]) -> np.ndarray:
+        qf, gf = self._features(model, probes, "probe"), self._features(model, gallery, "gallery")
+        if self.normalize_feature:
+            qf, gf = F.normalize(qf, p=2, dim=1), F.normalize(gf, p=2, dim=1)
+        return torchreid.metrics.compute_distance_matrix(qf, gf, self.dist_metric).numpy()
+
+    @staticmethod
+    def _load_all(items: Sequence[ImageLike], name: str) -> Tuple[List[Image.Image], np.ndarray]:
+        if isinstance(items, (str, os.PathLike, Image.Image)) or (isinstance(items, np.ndarray) and items.ndim == 3):
+            raise TypeError(f"{name} must be a list of images, got a single {type(items).__name__}")
+        if len(items) == 0:
+            raise ValueError(f"{name} is empty: expected at least one image")
+        images = [load_rgb(item, f"{name}[{i}]") for i, item in enumerate(items)]
+        hw = np.array([(img.height, img.width) for img in images], dtype=np.int64)
+        return images, hw
+
+    def match(self, probes: Sequence[ImageLike], gallery: Sequence[ImageLike]) -> MatchResult:
+        """Distances and rankings of the gallery for every probe.
+
+        Args:
+            probes (list): LR probe images (paths, PIL images or ``H x W x 3`` uint8 RGB arrays).
+            gallery (list): HR gallery images, same forms.
+
+        Returns:
+            MatchResult: ``distances (Q, G)``, ``ranking (Q, G)``, ``weights (Q, n)``, ``ratios (Q,)``.
+        """
+        probe_images, probe_hw = self._load_all(probes, "probes")
+        gallery_images, gallery_hw = self._load_all(gallery, "gallery")
+        ratios = resolution_ratios(probe_hw, gallery_hw)
+        if len(self.models) == 1:
+            weights = np.ones((len(probe_images), 1))
+        else:
+            weights = anchor_weights(ratios, self.ratios, sigma=self.sigma, scheme=self.weighting)
+        distmats = [self._distances(m, probe_images, gallery_images) for m in self.models]
+        distances = fuse_distances(distmats, weights)
+        ranking = np.argsort(distances, axis=1, kind="stable")
+        return MatchResult(distances=distances, ranking=ranking, weights=weights, ratios=ratios)
