@@ -227,3 +227,21 @@ def test_train_checkpoint_reload_gives_identical_features(tmp_path):
     with torch.no_grad():
         assert torch.allclose(resumed.model.probe_features(x), engine.model.probe_features(x))
     assert glob.glob(os.path.join(tmp_path, "events.out.tfevents*"))
+
+
+@pytest.mark.parametrize("cross_stream", [True, False])
+def test_cross_stream_triplet_compares_resolutions(cross_stream):
+    # Within each stream the ids are far apart, but the LR stream sits far from the HR stream:
+    # only a triplet mined across streams sees that an LR feature is not close to its HR match.
+    engine = make_engine(stage="him", variant="him", weight_x=0.0, cross_stream_triplet=cross_stream)
+    pids = torch.tensor([0, 0, 1, 1])
+    hr = torch.tensor([[0.0, 0.0], [0.0, 0.1], [10.0, 0.0], [10.0, 0.1]])
+    out = {"him_hr_feat": hr, "him_hr_logits": torch.zeros(4, 4),
+           "him_lr_feat": hr + torch.tensor([0.0, 100.0]), "him_lr_logits": torch.zeros(4, 4)}
+    summary = {}
+    loss = engine._cls_terms(out, "him", "him_reid", (("hr", "hr"), ("lr", "lr")),
+                             {"hr": pids, "lr": pids}, summary)
+    if cross_stream:
+        assert loss.item() > 50.0
+    else:
+        assert loss.item() == pytest.approx(0.0, abs=1e-6)

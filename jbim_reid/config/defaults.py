@@ -215,6 +215,9 @@ def get_default_config() -> CN:
     cfg.jbim.variant = "jbim"
     # Train the synthetic-LR stream (False = the ablation without it).
     cfg.jbim.synthetic_lr = True
+    # Mine the triplet loss over all streams of a branch together (HR, synthetic LR, real LR), so it
+    # compares resolutions; False = one triplet inside each stream. Cross-entropy is per stream.
+    cfg.jbim.cross_stream_triplet = True
     # Stage-him checkpoint that initialises SR + HIM for stage joint; '' = none.
     cfg.jbim.him_checkpoint = ""
     # Stage-lim checkpoint that initialises LIM for stage joint; '' = none.

@@ -73,6 +73,7 @@ def engine_kwargs(cfg: CN) -> Dict[str, Any]:
         "weight_t": cfg.loss.triplet.weight_t,
         "weight_x": cfg.loss.triplet.weight_x,
         "synthetic_lr": cfg.jbim.synthetic_lr,
+        "cross_stream_triplet": cfg.jbim.cross_stream_triplet,
     }
 
 

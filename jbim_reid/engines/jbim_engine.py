@@ -49,6 +49,11 @@ class JBIMEngine(torchreid.engine.Engine):
         weight_x (float, optional): cross-entropy weight in every L_cls. Default is 1.
         synthetic_lr (bool, optional): use the synthetic LR stream (False: the ablation without it;
             L_sr then has no target and is skipped). Default is True.
+        cross_stream_triplet (bool, optional): mine triplets over all streams of a branch together
+            (HR, synthetic-LR and real-LR features of one batch in one pool), so that the triplet pulls
+            an LR feature towards the HR feature of the same person; cross-entropy stays per stream.
+            False applies a separate triplet inside each stream, which never compares resolutions.
+            Default is True.
 
     Examples::
         >>> engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, stage='joint')
@@ -59,7 +64,7 @@ class JBIMEngine(torchreid.engine.Engine):
     def __init__(self, datamanager, model, optimizer, scheduler=None, use_gpu: bool = False,
                  alpha: float = 1.0, beta: float = 3.0, stage: str = "joint",
                  label_smooth: bool = True, margin: float = 0.3, weight_t: float = 1.0,
-                 weight_x: float = 1.0, synthetic_lr: bool = True):
+                 weight_x: float = 1.0, synthetic_lr: bool = True, cross_stream_triplet: bool = True):
         super().__init__(datamanager, use_gpu)
         if stage not in STAGES:
             raise ValueError(f"Unknown jbim.stage '{stage}' for JBIMEngine; expected one of {list(STAGES)}")
@@ -70,6 +75,7 @@ class JBIMEngine(torchreid.engine.Engine):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.register_model("model", model, optimizer, scheduler)
         self.alpha, self.beta, self.stage, self.synthetic_lr = alpha, beta, stage, synthetic_lr
+        self.cross_stream_triplet = cross_stream_triplet
         self.branches = self._branches(model, stage)
         self.criterion = ClassificationLoss(datamanager.num_train_pids, margin=margin,
                                             weight_t=weight_t, weight_x=weight_x,
@@ -98,17 +104,30 @@ class JBIMEngine(torchreid.engine.Engine):
         return wanted
 
     def _cls_terms(self, out: dict, branch: str, key: str, streams, pids: dict, summary: dict):
-        """Sum of L_cls over ``streams`` of one branch; logs ``loss_<key>`` and ``acc_<key>``."""
+        """Sum of L_cls over ``streams`` of one branch; logs ``loss_<key>`` and ``acc_<key>``.
+
+        With ``cross_stream_triplet`` the triplet is mined once over the streams' features
+        concatenated; otherwise each stream gets its own CE + triplet.
+        """
         total = None
+        feats, labels = [], []
         for stream, side in streams:
             name = f"{branch}_{stream}"
             if f"{name}_feat" not in out:
                 continue
-            terms = self.criterion(out[f"{name}_feat"], out[f"{name}_logits"], pids[side])
-            total = terms["loss"] if total is None else total + terms["loss"]
+            feat, logits = out[f"{name}_feat"], out[f"{name}_logits"]
+            if self.cross_stream_triplet:
+                term = self.criterion.identity(logits, pids[side])
+                feats.append(feat)
+                labels.append(pids[side])
+            else:
+                term = self.criterion(feat, logits, pids[side])["loss"]
+            total = term if total is None else total + term
             if stream == streams[0][0] and self.criterion.weight_x > 0:
-                acc = torchreid.metrics.accuracy(out[f"{name}_logits"], pids[side])[0]
+                acc = torchreid.metrics.accuracy(logits, pids[side])[0]
                 summary[f"acc_{key}"] = acc.item()
+        if feats:
+            total = total + self.criterion.metric(torch.cat(feats), torch.cat(labels))
         summary[f"loss_{key}"] = total.item()
         return total
 

@@ -31,6 +31,18 @@ class ClassificationLoss(nn.Module):
         self.xent = torchreid.losses.CrossEntropyLoss(num_classes=num_classes, use_gpu=use_gpu,
                                                       label_smooth=label_smooth)
 
+    def identity(self, logits: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        """``weight_x`` * CE: logits ``(B, C)``, pids ``(B,)`` -> scalar (0 when skipped)."""
+        if self.weight_x == 0:
+            return logits.new_zeros(())
+        return self.weight_x * self.xent(logits, pids)
+
+    def metric(self, feat: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        """``weight_t`` * hard-mining triplet: feat ``(N, D)``, pids ``(N,)`` -> scalar (0 when skipped)."""
+        if self.weight_t == 0:
+            return feat.new_zeros(())
+        return self.weight_t * self.triplet(feat, pids)
+
     def forward(self, feat: torch.Tensor, logits: torch.Tensor, pids: torch.Tensor
                 ) -> Dict[str, torch.Tensor]:
         """Args: feat ``(B, D)``, logits ``(B, C)``, pids ``(B,)``.
