@@ -1,0 +1,41 @@
+"""Smoke test of benchmarks/speed.py: each measurement runs in-process on tiny inputs."""
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location(
+    "speed_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py")
+speed = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(speed)
+
+
+@pytest.fixture
+def args():
+    return argparse.Namespace(backbone="osnet_x0_25", sr="srcnn", height=32, width=16, batch_size=8,
+                              repeats=1, num_classes=4, rank_queries=20)
+
+
+@pytest.mark.parametrize("kind", ["plain_backbone", "jbim_probe", "jbim_gallery", "ensemble_probe"])
+def test_inference_measurements_report_throughput_and_memory(args, kind):
+    result = speed._measure_inference(kind, args)
+    assert result["images_per_s"] > 0 and math.isfinite(result["images_per_s"])
+    assert result["peak_rss_mib"] > 0
+
+
+@pytest.mark.parametrize("kind", ["plain_triplet_step", "jbim_joint_step"])
+def test_training_step_measurements_run_a_real_step(args, kind):
+    assert speed._measure_train_step(kind, args)["images_per_s"] > 0
+
+
+def test_ranking_measurement_checks_parity_with_torchreid(args):
+    result = speed._measure_ranking(args)
+    assert result["max_abs_cmc_diff"] < 1e-6 and result["abs_map_diff"] < 1e-6
+    assert result["num_gallery"] == 15913
+
+
+def test_unknown_measurement_is_rejected(args):
+    with pytest.raises(ValueError, match="unknown inference measurement"):
+        speed._measure_inference("nope", args)
