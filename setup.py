@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "Pillow",
     "gdown",
     "yacs",
+    "PyYAML",
     "tqdm",
     "matplotlib",
 ]

@@ -23,14 +23,16 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from jbim_reid import compat
+from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine
 from jbim_reid.models import JBIM, SR_MODELS, VARIANTS, load_pretrained_weights
+from jbim_reid.reports import write_json
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
-           "train", "test", "write_results", "ConfigError"]
+           "train", "test", "complexity", "write_results", "ConfigError"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -266,9 +268,29 @@ def test(cfg: CN) -> int:
     return 0
 
 
+def complexity(cfg: CN) -> int:
+    """``jbim-reid complexity``: parameters and MACs of the config's model next to the paper's Table 2.
+
+    Counted by torchreid's ``compute_model_complexity`` on the test-time paths at
+    ``data.height`` x ``data.width`` (classifiers are training-only and not counted); also written to
+    ``<data.save_dir>/complexity.json``.
+    """
+    model = build_model(cfg, num_classes=1).eval()
+    name = f"JBIM ({cfg.model.name}, {cfg.jbim.variant}, sr {cfg.jbim.sr})"
+    rows = {f"{name}, {role} path": model_complexity(model, cfg.data.height, cfg.data.width, role=role)
+            for role in ("probe", "gallery")}
+    print(complexity_table(rows))
+    write_json({"input": [cfg.data.height, cfg.data.width], "models": rows,
+                "paper_table2": {"JBIM (ResNet-50)": {"params_m": 52.96, "macs_g": 13.96}}},
+               osp.join(cfg.data.save_dir, "complexity.json"))
+    return 0
+
+
 COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
     "train": ("train JBIM (jbim.stage: him, lim, joint or all) and test it", train),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
+    "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
+                   complexity),
 }
 
 

@@ -112,3 +112,15 @@ def test_torchreid_style_script_with_visrank(caviar_root, tmp_path):
     ranked = list((tmp_path / "visrank_caviar").glob("*"))
     assert ranked and len(ranked) == engine.last_results["caviar"]["distmat"].shape[0]
     assert engine.last_results["caviar"]["q_hw"].shape[1] == 2
+
+
+def test_complexity_command_counts_probe_path_above_gallery_path(tmp_path, capsys):
+    code = main(["complexity", "--config-file", CPU_CONFIG, "data.save_dir", str(tmp_path),
+                 "data.height", "64", "data.width", "32"])
+    assert code == 0
+    report = json.loads((tmp_path / "complexity.json").read_text())
+    rows = list(report["models"].values())
+    probe, gallery = rows
+    # the probe path runs the SR module on top of both backbones; the gallery path does not
+    assert probe["macs_g"] > gallery["macs_g"] > 0
+    assert "52.96" in capsys.readouterr().out

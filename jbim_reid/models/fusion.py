@@ -30,7 +30,8 @@ class FusionHead(nn.Module):
         )
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
-    def forward(self, f_h: torch.Tensor, f_l: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, f_h: torch.Tensor, f_l: torch.Tensor
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Fuse two features.
 
         Args:
@@ -38,7 +39,8 @@ class FusionHead(nn.Module):
             f_l: ``(B, n_l)`` LIM feature.
 
         Returns:
-            tuple: fused feature ``(B, D)`` and identity logits ``(B, num_classes)``.
+            tuple: fused feature ``(B, D)`` and identity logits ``(B, num_classes)`` (None in eval
+            mode: the classifier is a training-only head).
         """
         fused = self.fc(torch.cat([f_h, f_l], dim=1))
-        return fused, self.classifier(fused)
+        return fused, self.classifier(fused) if self.training else None

@@ -64,11 +64,16 @@ class ReidBranch(nn.Module):
 
         Returns:
             dict: ``feat`` ``(B, D)`` (before the neck, for the triplet loss), ``bn`` ``(B, D)`` (after
-            the neck: test feature and fusion input), ``logits`` ``(B, num_classes)``.
+            the neck: test feature and fusion input), and in train mode only ``logits``
+            ``(B, num_classes)`` (eval returns features only, as torchreid's models do, so the
+            classifier is not part of the test-time cost).
         """
         feat = self.backbone(x)
         bn = self.neck(feat)
-        return {"feat": feat, "bn": bn, "logits": self.classifier(bn)}
+        out = {"feat": feat, "bn": bn}
+        if self.training:
+            out["logits"] = self.classifier(bn)
+        return out
 
 
 class JBIM(nn.Module):
