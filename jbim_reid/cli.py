@@ -29,7 +29,8 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine
 from jbim_reid.models import JBIM, SR_MODELS, VARIANTS, load_pretrained_weights
-from jbim_reid.reports import write_json
+from jbim_reid.plots import plot_cmc
+from jbim_reid.reports import rank_results, write_json
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
            "train", "test", "complexity", "write_results", "ConfigError"]
@@ -144,30 +145,28 @@ def _last_checkpoint(save_dir: str, epoch: int) -> str:
 
 
 def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[dict] = None) -> str:
-    """Write ``<save_dir>/results.json``: rank1/5/10/20 and mAP (%) per target, plus the config.
+    """Write ``<save_dir>/results.json`` and one CMC plot per target (``cmc_<target>.png``).
 
-    Top-level ``rank1`` ... ``mAP`` are those of the first target dataset.
+    The JSON holds rank1/5/10/20 and mAP (%) per target, plus the config; top-level ``rank1`` ...
+    ``mAP`` are those of the first target dataset.
 
     Returns:
-        str: the file's path.
+        str: the JSON file's path.
     """
+    os.makedirs(save_dir, exist_ok=True)
     datasets = {}
     for name, res in engine.last_results.items():
-        cmc = res["cmc"]
-        entry = {f"rank{r}": round(100.0 * float(cmc[min(r, len(cmc)) - 1]), 4)
-                 for r in (1, 5, 10, 20)}
-        entry["mAP"] = round(100.0 * float(res["mAP"]), 4)
+        entry = rank_results(res["cmc"], res["mAP"])
         entry["num_query"], entry["num_gallery"] = res["distmat"].shape
         datasets[name] = entry
+        plot_cmc(res["cmc"], osp.join(save_dir, f"cmc_{name}.png"), label=f"{cfg.model.name} on {name}")
     if not datasets:
         raise RuntimeError("No evaluation results to write (engine.last_results is empty)")
     first = datasets[next(iter(datasets))]
     results = {**{k: first[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")},
                "datasets": datasets, **(extra or {}), "config": yaml.safe_load(cfg.dump())}
-    os.makedirs(save_dir, exist_ok=True)
     path = osp.join(save_dir, "results.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    write_json(results, path)
     print(f"=> Results written to '{path}'")
     return path
 

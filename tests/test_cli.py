@@ -47,6 +47,7 @@ def test_train_all_runs_the_three_stages(trained):
     assert results["rank20"] >= results["rank1"]
     assert results["config"]["jbim"]["stage"] == "all"
     assert results["config"]["model"]["name"] == "osnet_x0_25"
+    assert (trained / "cmc_caviar.png").stat().st_size > 0
     joint = torch.load(trained / "stage_joint" / "model" / "model.pth.tar-1", weights_only=True)
     assert joint["jbim_kwargs"]["variant"] == "jbim" and joint["stage"] == "joint"
     him = torch.load(trained / "stage_him" / "model" / "model.pth.tar-1", weights_only=True)
