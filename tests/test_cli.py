@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
+from PIL import Image
 from synthetic import make_caviar
 
 import jbim_reid
@@ -112,6 +113,10 @@ def test_torchreid_style_script_with_visrank(caviar_root, tmp_path):
     engine.run(save_dir=str(tmp_path), test_only=True, visrank=True, visrank_topk=3)
     ranked = list((tmp_path / "visrank_caviar").glob("*"))
     assert ranked and len(ranked) == engine.last_results["caviar"]["distmat"].shape[0]
+    # torchreid's own row is (topk + 1) * width + topk * 10 + 90 pixels wide; the LR | SR panel
+    # in front of it makes every written image wider than that
+    torchreid_row_width = 4 * 16 + 3 * 10 + 90
+    assert all(Image.open(path).width > torchreid_row_width for path in ranked)
     assert engine.last_results["caviar"]["q_hw"].shape[1] == 2
 
 

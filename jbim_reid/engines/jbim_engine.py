@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import torchreid
 
 from jbim_reid.engines.losses import ClassificationLoss
+from jbim_reid.visualize import sr_images_from_model, visualize_cross_resolution_ranks
 
 __all__ = ["JBIMEngine", "STAGES"]
 
@@ -236,12 +237,13 @@ class JBIMEngine(torchreid.engine.Engine):
         self.last_results[dataset_name] = dict(
             distmat=distmat, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids, g_camids=g_camids,
             q_hw=q_hw, g_hw=g_hw, cmc=np.asarray(cmc), mAP=float(mAP))
-        if visrank:
-            torchreid.utils.visualize_ranked_results(
-                distmat, self.datamanager.fetch_test_loaders(dataset_name),
-                self.datamanager.data_type, width=self.datamanager.width,
-                height=self.datamanager.height, save_dir=osp.join(save_dir, "visrank_" + dataset_name),
-                topk=visrank_topk)
+        if visrank:  # torchreid's ranked lists, each with the LR probe and its SR version in front
+            query, gallery = self.datamanager.fetch_test_loaders(dataset_name)
+            visualize_cross_resolution_ranks(
+                distmat, query, gallery,
+                sr_images_from_model(self.model, device="cuda" if self.use_gpu else "cpu"),
+                osp.join(save_dir, "visrank_" + dataset_name), width=self.datamanager.width,
+                height=self.datamanager.height, topk=visrank_topk)
         return float(cmc[0]), float(mAP)
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
