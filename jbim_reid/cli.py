@@ -1,9 +1,12 @@
-"""The ``jbim-reid`` console script: ``train`` and ``test`` from a yacs config file.
+"""The ``jbim-reid`` console script: train, test, train-anchors, ensemble, complexity from a yacs config.
 
 Usage::
 
     jbim-reid train --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
     jbim-reid test --config-file configs/caviar/jbim_resnet50.yaml model.load_weights log/model.pth.tar-60
+    jbim-reid train-anchors --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
+    jbim-reid ensemble --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
+    jbim-reid complexity --config-file configs/caviar/jbim_resnet50.yaml
 
 Subcommands live in ``COMMANDS`` (name -> (help, function)); every subcommand gets
 ``--config-file`` and trailing ``KEY VALUE`` options, merged last as in torchreid's ``scripts/main.py``.
@@ -23,6 +26,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from jbim_reid import compat
+from jbim_reid.anchors import ENSEMBLE_COMMANDS
 from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
@@ -291,6 +295,7 @@ COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help,
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
                    complexity),
 }
+COMMANDS.update(ENSEMBLE_COMMANDS)  # train-anchors, ensemble (jbim_reid/anchors.py)
 
 
 def build_parser() -> argparse.ArgumentParser:

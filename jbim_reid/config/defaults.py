@@ -2,10 +2,13 @@
 
 Sections mirror torchreid's ``scripts/default_config.py`` (model, data, sampler, train, sgd, adam,
 rmsprop, loss, test) with the same key names, plus ``mlr`` (the fields of
-``jbim_reid.datasets.MLRProtocol``) and ``jbim`` (the method's own options). Keys are lowercase;
+``jbim_reid.datasets.MLRProtocol``), ``jbim`` (the method's own options) and ``ensemble``
+(the anchors of the multi-resolution ensemble, from ``jbim_reid.anchors.add_ensemble_config``). Keys are lowercase;
 each has a comment giving its meaning, units and options.
 """
 from yacs.config import CfgNode as CN
+
+from jbim_reid.anchors import add_ensemble_config
 
 __all__ = ["get_default_config"]
 
@@ -223,4 +226,5 @@ def get_default_config() -> CN:
     # Stage-lim checkpoint that initialises LIM for stage joint; '' = none.
     cfg.jbim.lim_checkpoint = ""
 
+    add_ensemble_config(cfg)
     return cfg
