@@ -46,7 +46,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -62,7 +61,7 @@ from jbim_reid.config import (engine_run_kwargs, get_default_config, lr_schedule
                               optimizer_kwargs)
 from jbim_reid.datasets import DATASETS
 from jbim_reid.engines import JBIMEngine
-from jbim_reid.ensemble import anchor_weights, fuse_distances, resolution_ratios
+from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
 
@@ -92,13 +91,9 @@ ORDERING = (("jbim", "him_only"), ("jbim", "lim_only"), ("jbim", "plain"), ("him
 SHOWN_METRICS = ("rank1", "rank5", "rank10", "mAP")
 
 
-def _ratio_label(ratio: float) -> str:
-    return str(Fraction(ratio).limit_denominator(16))
-
-
 def _stage_name(prefix: str, ratio: float) -> str:
     """Folder-safe stage name, e.g. ``him_m1-2`` for HIM at m = 1/2."""
-    return f"{prefix}_m{_ratio_label(ratio).replace('/', '-')}"
+    return f"{prefix}_m{ratio_label(ratio).replace('/', '-')}"
 
 
 class PlainFeatures(nn.Module):
@@ -279,12 +274,12 @@ class SplitRunner:
 
     def him(self, ratio: float = ANCHORS[0]) -> Stage:
         """Stage-1 HIM (SRCNN + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``."""
-        return self._jbim_stage(_stage_name("him", ratio), f"SR + HIM, m={_ratio_label(ratio)}",
+        return self._jbim_stage(_stage_name("him", ratio), f"SR + HIM, m={ratio_label(ratio)}",
                                 _with(self.cfg, ratio=ratio), "him", "him")
 
     def lim(self) -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
-        return self._jbim_stage("lim", f"LIM, m={_ratio_label(ANCHORS[0])}", self.cfg, "lim", "lim")
+        return self._jbim_stage("lim", f"LIM, m={ratio_label(ANCHORS[0])}", self.cfg, "lim", "lim")
 
     def bicubic(self) -> Stage:
         """HIM with bicubic upscaling instead of learned SR and no SR loss."""
@@ -303,7 +298,7 @@ class SplitRunner:
         him, lim = self.him(him_ratio), self.lim()
         him_name = _stage_name("him", him_ratio)
         return self._jbim_stage(_stage_name("joint", ratio),
-                                f"JBIM joint, m={_ratio_label(ratio)}, from {him_name} + lim",
+                                f"JBIM joint, m={ratio_label(ratio)}, from {him_name} + lim",
                                 _with(self.cfg, ratio=ratio), "joint", "jbim", him, lim,
                                 deps=(him_name, "lim"))
 
@@ -314,8 +309,8 @@ class SplitRunner:
         for m, res in zip(ANCHORS[1:], anchors[1:]):
             for key in ("q_pids", "g_pids", "q_camids", "g_camids"):
                 if not np.array_equal(res[key], first[key]):
-                    raise RuntimeError(f"anchor m={_ratio_label(m)}: {key} differs from anchor "
-                                       f"m={_ratio_label(ANCHORS[0])}'s: the test sets must be identical")
+                    raise RuntimeError(f"anchor m={ratio_label(m)}: {key} differs from anchor "
+                                       f"m={ratio_label(ANCHORS[0])}'s: the test sets must be identical")
         if first["q_hw"] is None or first["g_hw"] is None:
             raise RuntimeError(f"{self.dataset}: the test loaders give no 'hw' (genuine sizes); the "
                                "ensemble weights need them")
@@ -543,7 +538,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "datasets": args.datasets, "splits": args.split_ids, "epochs_per_stage": args.epochs,
         "height": args.height, "width": args.width, "batch_size": args.batch_size, "paper": args.paper,
         "methods": args.methods, "backbone": args.backbone, "weights": args.weights or "none (from scratch)",
-        "anchors": [_ratio_label(m) for m in ANCHORS], "sigma": SIGMA,
+        "anchors": [ratio_label(m) for m in ANCHORS], "sigma": SIGMA,
         "anchor_training": args.anchor_training,
         "optimizer": "adam, lr 3.5e-4, weight decay 5e-4", "lr_schedule": f"x0.1 after epoch {args.stepsize}",
         "seed": args.seed, "device": args.device, "workers": args.workers, "data_root": args.data_root,
@@ -563,7 +558,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     save_root = args.save_dir or tempfile.mkdtemp(prefix="jbim_accuracy_")
-    anchors = ", ".join(_ratio_label(m) for m in ANCHORS)
+    anchors = ", ".join(ratio_label(m) for m in ANCHORS)
     anchor_how = ("a joint stage each from the shared stage-1 HIM (m=1/2) and LIM"
                   if args.anchor_training == "joint" else "their own HIM stage + a joint stage, shared LIM")
     print(f"accuracy benchmark: datasets {', '.join(args.datasets)}; {args.splits} split(s) "

@@ -19,12 +19,13 @@ Examples::
     jbim-reid ensemble --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
 """
 import os.path as osp
-from fractions import Fraction
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
+
+from jbim_reid.ensemble import ratio_label
 
 __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_config", "anchor_label",
            "anchor_dir", "anchor_checkpoint", "shared_lim_dir", "resolve_splits", "train_anchors",
@@ -88,19 +89,7 @@ def _with_ensemble(cfg: CN) -> CN:
     return cfg
 
 
-def anchor_label(ratio: float) -> str:
-    """Display name of an anchor ratio: ``0.5 -> '1/2'``, ``0.3333 -> '1/3'``, ``0.37 -> '0.37'``.
-
-    Args:
-        ratio (float): anchor ratio.
-
-    Returns:
-        str: the closest fraction with a denominator up to 20 when within 1e-3, else ``f'{ratio:g}'``.
-    """
-    frac = Fraction(float(ratio)).limit_denominator(20)
-    if abs(float(frac) - float(ratio)) > 1e-3:
-        return f"{float(ratio):g}"
-    return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
+anchor_label = ratio_label  # anchor display names, e.g. 0.5 -> "1/2"
 
 
 def _anchors(cfg: CN) -> Dict[str, float]:

@@ -11,16 +11,34 @@ Examples::
     >>> distmat = fuse_distances([d_half, d_third, d_quarter], w)
 """
 import itertools
+from fractions import Fraction
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["WEIGHTING_SCHEMES", "resolution_ratios", "anchor_weights", "fuse_distances", "anchor_subsets",
-           "evaluate_subsets"]
+__all__ = ["WEIGHTING_SCHEMES", "ratio_label", "resolution_ratios", "anchor_weights", "fuse_distances",
+           "anchor_subsets", "evaluate_subsets"]
 
 _SHARED_KEYS = ("q_pids", "g_pids", "q_camids", "g_camids", "q_hw", "g_hw")  # equal for every anchor of a split
 
 WEIGHTING_SCHEMES = ("gaussian", "uniform")  # gaussian: Eq. 18; uniform: every anchor weighs 1
+
+
+def ratio_label(ratio: float) -> str:
+    """Display name of a downsampling ratio: ``0.5 -> '1/2'``, ``0.3333 -> '1/3'``, ``0.37 -> '0.37'``.
+
+    Used for anchor names, LR ratio histograms and benchmark stage names alike.
+
+    Args:
+        ratio (float): downsampling ratio.
+
+    Returns:
+        str: the closest fraction with a denominator up to 20 when within 1e-3, else ``f'{ratio:g}'``.
+    """
+    frac = Fraction(float(ratio)).limit_denominator(20)
+    if abs(float(frac) - float(ratio)) > 1e-3:
+        return f"{float(ratio):g}"
+    return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
 
 
 def _hw_array(hw, name: str) -> np.ndarray:

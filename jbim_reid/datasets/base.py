@@ -8,6 +8,8 @@ import torch
 import torchreid
 from PIL import Image
 
+from jbim_reid.ensemble import ratio_label
+
 __all__ = ["CrossResolutionDataset", "genuine_size", "read_image"]
 
 
@@ -32,11 +34,6 @@ def read_image(path: str) -> Image.Image:
             return im.convert("RGB")
     except (OSError, ValueError) as e:
         raise OSError(f"Cannot read image '{path}': {e}") from e
-
-
-def _ratio_label(ratio: float) -> str:
-    frac = Fraction(ratio).limit_denominator(64)
-    return f"{frac.numerator}/{frac.denominator}" if abs(float(frac) - ratio) < 1e-6 else f"{ratio:.4g}"
 
 
 class CrossResolutionDataset(torchreid.data.ImageDataset):
@@ -107,7 +104,7 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
         for impath, *_ in items:
             if impath in self.lr_paths:
                 ratio = self.lr_ratios.get(impath)
-                counts[_ratio_label(ratio) if ratio is not None else "genuine"] += 1
+                counts[ratio_label(ratio) if ratio is not None else "genuine"] += 1
         return dict(sorted(counts.items(), key=lambda kv: -Fraction(kv[0]) if "/" in kv[0] else 0))
 
     def mean_genuine_area(self, items) -> float:
