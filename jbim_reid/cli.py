@@ -32,7 +32,8 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine
-from jbim_reid.models import JBIM, SR_MODELS, VARIANTS, load_pretrained_weights
+from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
+                              load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
 
@@ -254,12 +255,11 @@ def test(cfg: CN) -> int:
     if not osp.isfile(path):
         raise ConfigError(f"model.load_weights: file not found: '{path}'")
     datamanager = build_datamanager(cfg)
-    checkpoint = torchreid.utils.load_checkpoint(path)
-    if "jbim_kwargs" in checkpoint:  # the checkpoint knows its own architecture
-        model = JBIM(**checkpoint["jbim_kwargs"])
-        load_pretrained_weights(model, path)
-    else:
+    if "jbim_kwargs" in torchreid.utils.load_checkpoint(path):  # it knows its own architecture
+        model = load_jbim_checkpoint(path)
+    else:  # e.g. a bare state dict: the architecture comes from the config
         model = build_model(cfg, datamanager.num_train_pids)
+        load_pretrained_weights(model, path)
     use_gpu = _use_gpu(cfg)
     if use_gpu:
         model = model.cuda()
