@@ -67,6 +67,17 @@ def test_test_command_writes_results(trained, caviar_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_test_command_loads_a_bare_state_dict_into_the_config_model(trained, caviar_root, tmp_path):
+    full = torch.load(trained / "stage_joint" / "model" / "model.pth.tar-1", weights_only=True)
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": full["state_dict"]}, bare)  # no jbim_kwargs: architecture from config
+    code = main(["test", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "model.load_weights", str(bare)] + TINY)
+    assert code == 0
+    assert read_results(tmp_path)["mAP"] == pytest.approx(read_results(trained)["mAP"])
+
+
+@pytest.mark.slow
 def test_single_stage_joint_from_stage_checkpoints(trained, caviar_root, tmp_path, capsys):
     code = main(["train", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
                  "data.save_dir", str(tmp_path), "jbim.stage", "joint",
