@@ -72,7 +72,8 @@ def _measure_inference(kind: str, args) -> Dict[str, float]:
 
         anchors = [1 / 2, 1 / 3, 1 / 4]
         models = [_build_jbim(args, ratio=m).eval() for m in anchors]
-        gallery = [m.gallery_features(x) for m in models]  # a gallery of one batch, precomputed
+        with torch.no_grad():  # a gallery of one batch, precomputed
+            gallery = [m.gallery_features(x) for m in models]
         ratios = np.full(args.batch_size, 0.4)
 
         def call():
