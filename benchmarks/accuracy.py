@@ -84,7 +84,7 @@ ANCHORS = (1 / 2, 1 / 3, 1 / 4)  # ratios m of the ensemble's anchor models; the
 SIGMA = 0.5  # Gaussian width of the anchor weights (JBIM Eq. 18)
 # About 2 hours on an idle 2-core CPU for both datasets and every method (estimated from per-epoch
 # measurements, see docs/BENCHMARKS.md); too short for accuracy near the paper's (GPU and --paper).
-DEFAULTS = dict(datasets="caviar,mlr_viper", splits=3, epochs=4, height=128, width=64, batch_size=32)
+DEFAULTS = dict(datasets="caviar,mlr_viper", splits=2, epochs=4, height=128, width=64, batch_size=32)
 PAPER = dict(splits=10, epochs=60, height=256, width=128, batch_size=32)  # --paper
 ORDERING = (("jbim", "him_only"), ("jbim", "lim_only"), ("jbim", "plain"), ("him_only", "plain"),
             ("lim_only", "plain"))  # (above, below) pairs of the paper's ordering (Table 3)

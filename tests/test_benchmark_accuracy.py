@@ -87,8 +87,8 @@ def test_missing_dataset_folder_fails_before_training(accuracy, tmp_path, capsys
 def test_budgets(accuracy, data_tree):
     base = ["--data-root", str(data_tree), "--weights", "none"]
     default = accuracy.parse_args(base)
-    assert (default.splits, default.epochs, default.height, default.width) == (3, 4, 128, 64)
-    assert default.split_ids == [0, 1, 2] and default.stepsize == 3
+    assert (default.splits, default.epochs, default.height, default.width) == (2, 4, 128, 64)
+    assert default.split_ids == [0, 1] and default.stepsize == 3
     assert default.datasets == ["caviar", "mlr_viper"] and default.methods == list(accuracy.METHODS)
     paper = accuracy.parse_args(base + ["--paper", "--split-ids", "3,5"])
     assert (paper.splits, paper.split_ids, paper.epochs) == (2, [3, 5], 60)
