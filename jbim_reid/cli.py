@@ -14,6 +14,7 @@ Another module adds a subcommand with ``COMMANDS['name'] = (help, function)``, w
 takes the loaded config and returns an exit code.
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -91,13 +92,36 @@ def _validate(cfg: CN) -> None:
     if cfg.model.name not in names:
         raise ConfigError(f"Unknown model.name '{cfg.model.name}' (a torchreid backbone); "
                           f"expected one of {sorted(names)}")
+    if not 0 < cfg.jbim.ratio <= 1:
+        raise ConfigError(f"jbim.ratio must be in (0, 1], got {cfg.jbim.ratio}")
+    from jbim_reid.datasets import DATASETS, CrossResolutionDataset
+
+    for key in ("sources", "targets"):
+        for name in cfg.data[key]:
+            cls = compat.image_dataset_registry().get(name)
+            if cls is None or not issubclass(cls, CrossResolutionDataset):
+                raise ConfigError(f"data.{key}: '{name}' is not a cross-resolution dataset; expected "
+                                  f"one of {sorted(DATASETS)} (or another registered "
+                                  "jbim_reid CrossResolutionDataset)")
+    if len(cfg.data.sources) != 1:
+        raise ConfigError(f"data.sources must name exactly one dataset (torchreid merges several into "
+                          f"a plain ImageDataset without genuine sizes), got {list(cfg.data.sources)}")
+    if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
+        raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
+                          "jbim.stage joint; with 'all' the stages train their own")
 
 
 def build_datamanager(cfg: CN):
     """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``."""
     from jbim_reid.datasets import protocol_overrides
 
-    with protocol_overrides(**protocol_kwargs(cfg)):
+    try:
+        overrides = protocol_overrides(**protocol_kwargs(cfg))
+        overrides.__enter__()
+    except (TypeError, ValueError) as err:  # MLRProtocol names the field; the config calls it mlr.*
+        raise ConfigError(f"mlr: {err}") from None
+    with contextlib.ExitStack() as stack:
+        stack.push(overrides)
         try:
             return torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
         except AssertionError as err:  # torchreid's samplers assert without a message
@@ -198,6 +222,12 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     kwargs = {**engine_kwargs(cfg), "stage": stage, "use_gpu": use_gpu}
     engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, **kwargs)
     run_kwargs = {**engine_run_kwargs(cfg), "save_dir": save_dir}
+    # train.open_layers may name parts this stage's model lacks (e.g. fusion in stage him)
+    run_kwargs["open_layers"] = [n for n in run_kwargs["open_layers"] or []
+                                 if getattr(model, n, None) is not None]
+    if run_kwargs["fixbase_epoch"] > 0 and not run_kwargs["open_layers"]:
+        raise ConfigError(f"train.fixbase_epoch {run_kwargs['fixbase_epoch']} needs train.open_layers "
+                          f"that stage {stage} has; {list(cfg.train.open_layers)} are not in its model")
     if cfg.model.resume:
         run_kwargs["start_epoch"] = engine.resume(cfg.model.resume)
     if not train_epochs or run_kwargs["max_epoch"] <= run_kwargs["start_epoch"]:
@@ -259,7 +289,11 @@ def test(cfg: CN) -> int:
         model = load_jbim_checkpoint(path)
     else:  # e.g. a bare state dict: the architecture comes from the config
         model = build_model(cfg, datamanager.num_train_pids)
-        load_pretrained_weights(model, path)
+        loaded, _ = load_pretrained_weights(model, path)
+        missing = sorted(set(model.state_dict()) - set(loaded))
+        if missing:
+            raise ConfigError(f"model.load_weights '{path}' does not fit the config's model: "
+                              f"{len(missing)} keys not loaded, e.g. {missing[:3]}")
     use_gpu = _use_gpu(cfg)
     if use_gpu:
         model = model.cuda()

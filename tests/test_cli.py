@@ -141,3 +141,39 @@ def test_complexity_command_counts_probe_path_above_gallery_path(tmp_path, capsy
     # the probe path runs the SR module on top of both backbones; the gallery path does not
     assert probe["macs_g"] > gallery["macs_g"] > 0
     assert "52.96" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("opts, named", [
+    (["jbim.ratio", "1.5"], "jbim.ratio"),
+    (["data.sources", "['market1501']"], "data.sources"),
+    (["data.sources", "['caviar', 'mlr_viper']"], "exactly one"),
+    (["jbim.him_checkpoint", "x.pth"], "jbim.him_checkpoint"),
+])
+def test_bad_values_exit_2_naming_the_key(opts, named, capsys):
+    assert main(["train", "--config-file", CPU_CONFIG] + opts) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_bad_protocol_value_exits_2_naming_mlr(caviar_root, tmp_path, capsys):
+    code = main(["train", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "mlr.lr_mode", "nope"] + TINY)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "mlr" in err and "nope" in err
+
+
+def test_fixbase_without_layers_of_the_stage_exits_2(caviar_root, tmp_path, capsys):
+    code = main(["train", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "jbim.stage", "him", "train.fixbase_epoch", "1",
+                 "train.open_layers", "['fusion']"] + TINY)
+    assert code == 2
+    assert "train.open_layers" in capsys.readouterr().err
+
+
+def test_test_command_rejects_weights_of_another_model(caviar_root, tmp_path, capsys):
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": torch.nn.Linear(3, 3).state_dict()}, other)
+    code = main(["test", "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
+                 "data.save_dir", str(tmp_path), "model.load_weights", str(other)] + TINY)
+    assert code == 2
+    assert "does not fit" in capsys.readouterr().err
