@@ -36,7 +36,7 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
 def build_test_transform(height: int, width: int) -> T.Compose:
-    """torchreid's test transform (``build_transforms``' second output), built without its prints.
+    """torchreid's test transform (``build_transforms``' second output) with bicubic resizing.
 
     Args:
         height (int): network input height.
@@ -45,7 +45,9 @@ def build_test_transform(height: int, width: int) -> T.Compose:
     Returns:
         torchvision.transforms.Compose: PIL image -> normalised tensor ``(3, height, width)``.
     """
-    return T.Compose([T.Resize((height, width)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    # bicubic, as JBIM upscales LR images (torchreid's own Resize is bilinear)
+    return T.Compose([T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 def load_rgb(item: ImageLike, name: str = "image") -> Image.Image:

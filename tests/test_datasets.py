@@ -391,6 +391,24 @@ def test_image_data_manager_batch(tmp_path, capsys):
     assert bool(q["is_lr"].all()) and (q["hw"][:, 0] == 40).all()
 
 
+def test_lr_images_are_upscaled_bicubically_hr_images_as_the_transform_does(tmp_path):
+    import torchvision.transforms as T
+
+    root = synthetic.make_caviar(tmp_path)
+    transform = T.Compose([T.Resize((64, 32)), T.ToTensor()])  # torchreid's Resize: bilinear
+    ds = CAVIAR(root=root, cache_dir=tmp_path / "c", verbose=False, mode="query", transform=transform)
+    item = ds[0]
+    assert item["is_lr"]
+    with Image.open(item["impath"]) as im:
+        raw = im.convert("RGB")
+    bicubic = T.ToTensor()(raw.resize((32, 64), Image.BICUBIC))
+    assert torch.allclose(item["img"], bicubic)
+    assert not torch.allclose(item["img"], transform(raw))  # not torchreid's bilinear upscale
+    hr = CAVIAR(root=root, cache_dir=tmp_path / "c", verbose=False, mode="gallery", transform=transform)
+    with Image.open(hr[0]["impath"]) as im:
+        assert torch.allclose(hr[0]["img"], transform(im.convert("RGB")))
+
+
 def test_pair_views(tmp_path):
     import torchvision.transforms as T
 

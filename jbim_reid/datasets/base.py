@@ -6,6 +6,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 import torchreid
+import torchvision
 from PIL import Image
 
 from jbim_reid.ensemble import ratio_label
@@ -77,8 +78,21 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
     def _load(self, impath: str):
         raw = read_image(impath)
         hw = torch.LongTensor([raw.height, raw.width])
+        size = self._network_size()
+        if size is not None and impath in self.lr_paths:
+            # JBIM feeds LR images bicubic-upscaled (as the synthetic LR stream is); torchreid's
+            # Resize is bilinear, and is a no-op on an image already at the network size
+            raw = raw.resize((size[1], size[0]), Image.BICUBIC)
         img = raw if self.transform is None else self._transform_image(self.transform, self.k_tfm, raw)
         return img, hw
+
+    def _network_size(self) -> Optional[Tuple[int, int]]:
+        """``(h, w)`` of the transform's first ``Resize`` (torchreid's transforms start with one)."""
+        for step in getattr(self.transform, "transforms", ()):
+            if isinstance(step, torchvision.transforms.Resize):
+                size = step.size
+                return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) and len(size) == 2 else None
+        return None
 
     def _partner(self, index: int) -> str:
         """Path of a random partner image for ``self.data[index]`` (see the class docstring)."""
