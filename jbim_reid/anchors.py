@@ -183,7 +183,9 @@ def _final_epoch(cfg: CN, trains: bool = True) -> int:
 
 
 def _stage_checkpoint(cfg: CN, stage_dir: str, trains: bool = True) -> str:
-    return osp.join(stage_dir, "model", f"model.pth.tar-{_final_epoch(cfg, trains)}")
+    from jbim_reid.engines import checkpoint_path  # torch-heavy; the config module imports this one
+
+    return checkpoint_path(stage_dir, _final_epoch(cfg, trains))
 
 
 def _recipe(variant: str) -> Tuple[str, ...]:

@@ -32,7 +32,7 @@ from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
                               optimizer_kwargs, protocol_kwargs)
-from jbim_reid.engines import JBIMEngine
+from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
@@ -169,10 +169,6 @@ def _use_gpu(cfg: CN) -> bool:
     return bool(cfg.use_gpu) and torch.cuda.is_available()
 
 
-def _last_checkpoint(save_dir: str, epoch: int) -> str:
-    return osp.join(save_dir, "model", f"model.pth.tar-{epoch}")
-
-
 def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[dict] = None) -> str:
     """Write ``<save_dir>/results.json`` and one CMC plot per target (``cmc_<target>.png``).
 
@@ -235,11 +231,11 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
         engine.run(**run_kwargs)
         rank1 = next(iter(engine.last_results.values()))["cmc"][0]
         engine.save_model(run_kwargs["start_epoch"] - 1, rank1, save_dir)
-        checkpoint = _last_checkpoint(save_dir, run_kwargs["start_epoch"])
+        checkpoint = checkpoint_path(save_dir, run_kwargs["start_epoch"])
     else:
         run_kwargs["visrank"] = False  # torchreid allows visrank only with test_only
         engine.run(**run_kwargs)
-        checkpoint = _last_checkpoint(save_dir, cfg.train.max_epoch)
+        checkpoint = checkpoint_path(save_dir, cfg.train.max_epoch)
     write_results(engine, cfg, save_dir, {"stage": stage, "variant": model.variant,
                                           "checkpoint": checkpoint})
     return engine, checkpoint

@@ -11,7 +11,7 @@ import torchreid
 from jbim_reid.engines.losses import ClassificationLoss
 from jbim_reid.visualize import sr_images_from_model, visualize_cross_resolution_ranks
 
-__all__ = ["JBIMEngine", "STAGES"]
+__all__ = ["JBIMEngine", "STAGES", "checkpoint_path"]
 
 STAGES = ("him", "lim", "joint")  # jbim.stage values the engine trains (the CLI adds 'all')
 
@@ -19,6 +19,12 @@ STAGES = ("him", "lim", "joint")  # jbim.stage values the engine trains (the CLI
 _HIM_STREAMS = (("hr", "hr"), ("h2l", "hr"), ("lr", "lr"))  # Eq. 3
 _LIM_STREAMS = (("lr", "lr"), ("h2l", "hr"))  # Eq. 7
 _FUS_STREAMS = (("lr", "lr"), ("hr", "hr"))  # Eq. 9
+
+
+def checkpoint_path(save_dir: str, epoch: int) -> str:
+    """Where torchreid's ``save_checkpoint`` (through ``Engine.save_model``) leaves epoch ``epoch``'s
+    checkpoint of the model registered as ``model``: ``<save_dir>/model/model.pth.tar-<epoch>``."""
+    return osp.join(save_dir, "model", f"model.pth.tar-{epoch}")
 
 
 class JBIMEngine(torchreid.engine.Engine):
