@@ -60,7 +60,7 @@ from jbim_reid.cli import build_datamanager, run_stage
 from jbim_reid.config import (engine_run_kwargs, get_default_config, lr_scheduler_kwargs,
                               optimizer_kwargs)
 from jbim_reid.datasets import DATASETS
-from jbim_reid.engines import JBIMEngine
+from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
@@ -266,7 +266,7 @@ class SplitRunner:
             evaluator.test(dist_metric=cfg.test.dist_metric, normalize_feature=cfg.test.normalize_feature,
                            ranks=list(cfg.test.ranks))
             dm.train_loader.dataset.pair_views = False  # JBIMEngine switched it on
-            checkpoint = os.path.join(save_dir, "model", f"model.pth.tar-{cfg.train.max_epoch}")
+            checkpoint = checkpoint_path(save_dir, cfg.train.max_epoch)
             return evaluator.last_results[self.dataset], checkpoint
 
         return self._run("plain", f"torchreid {cfg.model.name}, ImageTripletEngine",
@@ -406,22 +406,23 @@ def _machine(device: str) -> dict:
     return info
 
 
-def _methods(value: str) -> List[str]:
+def _names(value: str, choices: Sequence[str], what: str) -> List[str]:
+    """Comma-separated ``value`` -> names, each one of ``choices`` (argparse type helper)."""
     names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in METHODS]
+    unknown = [n for n in names if n not in choices]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown or value!r}; expected a "
-                                         f"comma-separated subset of {list(METHODS)}")
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {unknown or value!r}; expected a "
+                                         f"comma-separated subset of {list(choices)}")
+    return names
+
+
+def _methods(value: str) -> List[str]:
+    names = _names(value, list(METHODS), "method")
     return [m for m in METHODS if m in names]  # table order
 
 
 def _datasets(value: str) -> List[str]:
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in DATASETS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown dataset(s) {unknown or value!r}; expected a "
-                                         f"comma-separated subset of {sorted(DATASETS)}")
-    return names
+    return _names(value, sorted(DATASETS), "dataset")
 
 
 def _split_ids(value: str) -> List[int]:
