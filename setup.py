@@ -3,8 +3,8 @@ from setuptools import find_packages, setup
 
 # torchreid (PyPI "Torchreid-Pip") imports scipy and tensorboard without declaring them.
 INSTALL_REQUIRES = [
-    "torch>=2.0",
-    "torchvision>=0.15",
+    "torch>=2.6",
+    "torchvision>=0.21",
     "torchreid>=0.2.5",
     "scipy",
     "tensorboard",
@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "PyYAML",
     "tqdm",
     "matplotlib",
+    "safetensors",
 ]
 
 setup(

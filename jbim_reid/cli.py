@@ -33,6 +33,7 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
+from jbim_reid.fileio import load_torch_file
 from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
@@ -281,7 +282,7 @@ def test(cfg: CN) -> int:
     if not osp.isfile(path):
         raise ConfigError(f"model.load_weights: file not found: '{path}'")
     datamanager = build_datamanager(cfg)
-    if "jbim_kwargs" in torchreid.utils.load_checkpoint(path):  # it knows its own architecture
+    if "jbim_kwargs" in load_torch_file(path, what="model.load_weights"):  # it knows its own architecture
         model = load_jbim_checkpoint(path)
     else:  # e.g. a bare state dict: the architecture comes from the config
         model = build_model(cfg, datamanager.num_train_pids)

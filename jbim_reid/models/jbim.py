@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchreid
 from torch import nn
 
+from jbim_reid.fileio import load_torch_file
 from jbim_reid.models.fusion import FusionHead
 from jbim_reid.models.sr import build_sr
 from jbim_reid.models.weights import load_pretrained_weights
@@ -320,7 +321,7 @@ def load_jbim_checkpoint(path: str, map_location: Optional[str] = None) -> JBIM:
     Returns:
         JBIM: the model with the checkpoint's weights, in eval mode.
     """
-    checkpoint = torchreid.utils.load_checkpoint(path)
+    checkpoint = load_torch_file(path, what="JBIM checkpoint")
     if "jbim_kwargs" not in checkpoint:
         raise KeyError(f"'{path}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
     model = JBIM(**checkpoint["jbim_kwargs"])

@@ -4,8 +4,9 @@ import os
 import warnings
 from typing import List, Tuple
 
-import torchreid
 from torch import nn
+
+from jbim_reid.fileio import load_torch_file
 
 __all__ = ["load_pretrained_weights"]
 
@@ -33,7 +34,7 @@ def load_pretrained_weights(module: nn.Module, path: str, prefix: str = ""
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Pretrained weights not found: '{path}'")
-    checkpoint = torchreid.utils.load_checkpoint(path)
+    checkpoint = load_torch_file(path, what="pretrained weights")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' holds no state dict (got {type(checkpoint).__name__})")

@@ -1,0 +1,110 @@
+"""The one place where jbim-reid reads weight / checkpoint files and writes files atomically.
+
+Every checkpoint or weight file the project loads (``model.load_weights``, ``model.resume``,
+``model.pretrained_path``, ``jbim.*_pretrained_path``, stage checkpoints, the matcher, exports,
+indexes) goes through :func:`load_torch_file`, which never unpickles arbitrary objects:
+``torch.load(..., weights_only=True)`` (an explicit ``weights_only=True`` is not overridden by
+``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``), or ``safetensors`` for ``.safetensors`` files. torchreid's
+``load_checkpoint`` is not used: its fallback re-runs a full pickle load and patches ``pickle`` for
+the whole process.
+
+Writers go through :func:`atomic_write`: a temporary file in the destination folder, flushed and
+fsynced, then ``os.replace``, so a kill while writing never leaves a truncated file under the final
+name.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Union
+
+import torch
+
+__all__ = ["CheckpointError", "load_torch_file", "atomic_write", "save_torch_file"]
+
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A weight or checkpoint file that is missing, empty, truncated, unsafe or of the wrong kind."""
+
+
+def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
+    """Load a ``.pth`` / ``.pth.tar`` / ``.safetensors`` file safely onto the CPU.
+
+    Args:
+        path: the file.
+        what (str): what the file is for, used in error messages (e.g. ``model.load_weights``).
+
+    Returns:
+        The loaded object (a state dict, or a checkpoint dict of tensors and plain values).
+
+    Raises:
+        CheckpointError: the file is missing, zero bytes, truncated, not a torch file, or holds
+            objects other than tensors and plain containers (a pickle that would run code).
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what}: file not found: '{path}'")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{what}: '{path}' is empty (0 bytes), probably left by an interrupted "
+                              "save; delete it and use an earlier checkpoint or retrain")
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{what}: cannot read safetensors file '{path}': {err}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for damaged or unsafe files
+        text = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
+            raise CheckpointError(
+                f"{what}: '{path}' holds Python objects other than tensors and plain values; it is "
+                "refused because loading it could run code (only weights_only files are loaded)"
+            ) from None
+        raise CheckpointError(f"{what}: cannot load '{path}' (truncated or not a torch file?): "
+                              f"{text}") from None
+
+
+def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file through ``write(f)`` on a temporary file, fsync it, then rename it to ``path``.
+
+    An existing file at ``path`` stays untouched when ``write`` fails or the process dies.
+
+    Args:
+        path: destination; its folder is created when missing.
+        write: callable filling a binary file object.
+
+    Returns:
+        Path: ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_torch_file(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
