@@ -160,11 +160,15 @@ class CrossResolutionMatcher:
     @torch.no_grad()
     def _features(self, model: nn.Module, images: List[Image.Image], role: str) -> torch.Tensor:
         transform = build_test_transform(int(model.height), int(model.width))
-        extract = model.probe_features if role == "probe" else model.gallery_features
         feats = []
         for start in range(0, len(images), self.batch_size):
-            batch = torch.stack([transform(img) for img in images[start:start + self.batch_size]])
-            feats.append(extract(batch.to(self.device)).float().cpu())
+            chunk = images[start:start + self.batch_size]
+            batch = torch.stack([transform(img) for img in chunk]).to(self.device)
+            if role == "probe":
+                feats.append(model.probe_features(batch).float().cpu())
+            else:  # down_m shrinks each gallery image by the anchor's ratio of its genuine size
+                hw = torch.tensor([(img.height, img.width) for img in chunk])
+                feats.append(model.gallery_features(batch, hw).float().cpu())
         return torch.cat(feats)
 
     def _distances(self, model: nn.Module, probes: List[Image.Image], gallery: List[Image.Image]) -> np.ndarray:

@@ -420,6 +420,8 @@ def test_pair_views(tmp_path):
         assert item["img_lr"].shape == item["img_hr"].shape == (3, 32, 16)
         own = "img_lr" if item["is_lr"] else "img_hr"
         assert torch.equal(item[own], item["img"])
+        # genuine sizes of both views (synthetic CAVIAR: HR 96x40, LR 40x16)
+        assert item["hw_hr"].tolist() == [96, 40] and item["hw_lr"].tolist() == [40, 16]
     # partner: same pid, other resolution, other camid
     for i in range(len(ds)):
         partner = ds._partner(i)

@@ -46,8 +46,9 @@ class FakeCrossResolutionDataset(Dataset):
                 "impath": self.data[index][0], "dsetid": 0}
         if self.pair_views and self.mode == "train":
             partners = [it for it in self.items if it[1] == pid and it[4] != is_lr]
-            other = partners[index % len(partners)][0]
+            other, other_hw = partners[index % len(partners)][0], partners[index % len(partners)][3]
             item["img_lr"], item["img_hr"] = (img, other) if is_lr else (other, img)
+            item["hw_hr"] = torch.LongTensor(hw if not is_lr else other_hw)
         return item
 
 
@@ -100,6 +101,15 @@ def test_joint_step_returns_every_term_as_float():
     expected = (summary["loss_him_reid"] + summary["loss_sr"] + summary["loss_lim"]
                 + 3.0 * summary["loss_fus"])
     assert summary["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_makes_synthetic_lr_from_the_genuine_hr_size():
+    engine = make_engine()
+    seen = []
+    synthesize = engine.model.synthesize_lr
+    engine.model.synthesize_lr = lambda x, hw=None, ratio=None: seen.append(hw) or synthesize(x, hw, ratio)
+    engine.forward_backward(batch(engine))
+    assert len(seen) == 1 and (torch.as_tensor(seen[0]) == torch.tensor([64, 32])).all()
 
 
 def test_stage_him_trains_sr_and_him_only():
@@ -178,11 +188,16 @@ def test_evaluation_uses_probe_path_for_query_and_gallery_path_for_gallery():
     model = engine.model
     probe, gallery = model.probe_features, model.gallery_features
     model.probe_features = lambda x: calls.append(("probe", len(x))) or probe(x)
-    model.gallery_features = lambda x: calls.append(("gallery", len(x))) or gallery(x)
+    gallery_hw = []
+    model.gallery_features = lambda x, hw=None: (calls.append(("gallery", len(x)))
+                                                 or gallery_hw.append(hw) or gallery(x, hw))
     engine.run(test_only=True)
     q, g = len(engine.datamanager.query), len(engine.datamanager.gallery)
     assert sum(n for role, n in calls if role == "probe") == q
     assert sum(n for role, n in calls if role == "gallery") == g
+    # down_m of the gallery path is taken of the genuine sizes, which the engine passes on
+    assert all(hw is not None and (torch.as_tensor(hw) == torch.tensor([64, 32])).all()
+               for hw in gallery_hw)
     res = engine.last_results["fake"]
     assert res["distmat"].shape == (q, g)
     assert res["q_hw"].shape == (q, 2) and (res["q_hw"] == [16, 8]).all()

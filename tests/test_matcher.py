@@ -22,7 +22,7 @@ class MeanColourAnchor(nn.Module):
     def probe_features(self, x):
         return self.scale * x.mean(dim=(2, 3))
 
-    def gallery_features(self, x):
+    def gallery_features(self, x, hw=None):
         return self.scale * x.mean(dim=(2, 3)) + self.dummy
 
 
@@ -116,7 +116,9 @@ def test_real_tiny_jbim_checkpoint(tmp_path):
     transform = build_test_transform(64, 32)
     with torch.no_grad():
         qf = model.probe_features(torch.stack([transform(p) for p in probes]))
-        gf = model.gallery_features(torch.stack([transform(g) for g in gallery]))
+        # down_m shrinks the genuine 128x64 gallery images, not the 64x32 network tensors
+        gf = model.gallery_features(torch.stack([transform(g) for g in gallery]),
+                                    torch.tensor([[128, 64]] * len(gallery)))
     expected = torchreid.metrics.compute_distance_matrix(qf, gf, "euclidean").numpy()
     np.testing.assert_allclose(result.distances, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(result.weights, np.ones((2, 1)))

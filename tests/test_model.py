@@ -96,7 +96,7 @@ def test_probe_goes_through_sr_and_gallery_through_downsampling(monkeypatch):
     log = []
     model.sr = Recorder(log, "sr")
     down = model.synthesize_lr
-    monkeypatch.setattr(model, "synthesize_lr", lambda x, ratio=None: log.append("down") or down(x))
+    monkeypatch.setattr(model, "synthesize_lr", lambda x, hw=None, ratio=None: log.append("down") or down(x, hw))
     x = torch.randn(2, 3, H, W)
     model.probe_features(x)
     assert log == ["sr"]
@@ -219,3 +219,27 @@ def test_without_synthetic_lr_the_h2l_streams_are_gone():
     assert out["lim_hr_bn"].shape == (4, 512) and out["fus_hr_feat"].shape == (4, 1024)
     only_lim = model(x, x, branches=("lim",), synthetic_lr=False)
     assert set(only_lim) == {"lim_lr_feat", "lim_lr_bn", "lim_lr_logits"}
+
+
+def test_synthetic_lr_ratio_is_taken_of_the_genuine_size():
+    """An image of half the network size, upscaled, then shrunk by 1/2 of its genuine size must lose
+    detail; shrinking the network-size tensor by 1/2 would give the genuine image back."""
+    model = small(ratio=0.5)
+    genuine = torch.rand(1, 3, H // 2, W // 2)
+    x = F.interpolate(genuine, size=(H, W), mode="bicubic", align_corners=False)
+    on_tensor = model.synthesize_lr(x)  # hw unknown: the tensor size
+    on_genuine = model.synthesize_lr(x, hw=torch.tensor([[H // 2, W // 2]]))
+    err_tensor = (on_tensor - x).pow(2).mean()
+    err_genuine = (on_genuine - x).pow(2).mean()
+    assert err_genuine > 5 * err_tensor
+
+
+def test_synthetic_lr_sizes_per_image_and_no_shift_at_one_third():
+    model = small(ratio=1 / 3)
+    ramp = torch.linspace(0, 1, W).expand(1, 3, H, W).contiguous()
+    x = torch.cat([ramp, ramp])
+    out = model.synthesize_lr(x, hw=torch.tensor([[H, W], [H // 2, W // 2]]))
+    assert not torch.allclose(out[0], out[1])  # each image shrunk to its own genuine size
+    centre = (torch.arange(W, dtype=torch.float32) * out[0, 0, H // 2]).sum() / out[0, 0, H // 2].sum()
+    expected = (torch.arange(W, dtype=torch.float32) * ramp[0, 0, 0]).sum() / ramp[0, 0, 0].sum()
+    assert abs(centre - expected) < 0.35  # explicit sizes: no content shift (scale_factor shifts it)

@@ -42,7 +42,8 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
 
     ``dataset[i]`` is torchreid's dict (``img, pid, camid, impath, dsetid``) plus ``hw``
     (``torch.LongTensor([h, w])``, the size on disk before the transform) and ``is_lr`` (bool).
-    With ``pair_views=True`` in train mode it also holds ``img_lr`` and ``img_hr``: the item fills
+    With ``pair_views=True`` in train mode it also holds ``img_lr`` and ``img_hr`` (with their
+    genuine sizes ``hw_lr`` and ``hw_hr``): the item fills
     the slot of its own resolution; a random image of the same pid from the other resolution
     (preferably another camid) fills the other. When the pid has no image of the other resolution
     (e.g. ``train_lr=False``), another image of the pid (preferably another camid), else the item
@@ -71,8 +72,9 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
         item = {"img": img, "pid": pid, "camid": camid, "impath": impath, "dsetid": dsetid,
                 "hw": hw, "is_lr": is_lr}
         if self.pair_views and self.mode == "train":
-            partner, _ = self._load(self._partner(index))
+            partner, partner_hw = self._load(self._partner(index))
             item["img_lr"], item["img_hr"] = (img, partner) if is_lr else (partner, img)
+            item["hw_lr"], item["hw_hr"] = (hw, partner_hw) if is_lr else (partner_hw, hw)
         return item
 
     def _load(self, impath: str):

@@ -1,7 +1,7 @@
 """``JBIMEngine``: torchreid engine for the JBIM losses (Eq. 3-11) and LR-probe / HR-gallery evaluation."""
 import os.path as osp
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -156,7 +156,8 @@ class JBIMEngine(torchreid.engine.Engine):
         if self.use_gpu:
             x_lr, x_hr, pid = x_lr.cuda(), x_hr.cuda(), pid.cuda()
         pids = {"lr": pid, "hr": pid}  # a group shares one identity across its two views
-        out = self.model(x_lr, x_hr, branches=self.branches, synthetic_lr=self.synthetic_lr)
+        out = self.model(x_lr, x_hr, branches=self.branches, synthetic_lr=self.synthetic_lr,
+                         hw_hr=data.get("hw_hr"))
         summary, loss = {}, 0
         if "him" in self.branches:
             loss = loss + self._cls_terms(out, "him", "him_reid", _HIM_STREAMS, pids, summary)
@@ -178,10 +179,12 @@ class JBIMEngine(torchreid.engine.Engine):
                 break
         return summary
 
-    def extract_features(self, input: torch.Tensor, role: str = "probe") -> torch.Tensor:
-        """``(B, 3, H, W)`` -> ``(B, D)``: ``probe_features`` or ``gallery_features`` of the model."""
+    def extract_features(self, input: torch.Tensor, role: str = "probe",
+                         hw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``(B, 3, H, W)`` -> ``(B, D)``: ``probe_features`` or ``gallery_features`` of the model
+        (the gallery path shrinks each image by the model's ratio of its genuine size ``hw``)."""
         if role == "gallery":
-            return self.model.gallery_features(input)
+            return self.model.gallery_features(input, hw)
         return self.model.probe_features(input)
 
     def _extract(self, loader, role: str, timer: torchreid.utils.AverageMeter):
@@ -189,7 +192,7 @@ class JBIMEngine(torchreid.engine.Engine):
         for data in loader:
             imgs = data["img"].cuda() if self.use_gpu else data["img"]
             end = time.time()
-            feats.append(self.extract_features(imgs, role=role).cpu())
+            feats.append(self.extract_features(imgs, role=role, hw=data.get("hw")).cpu())
             timer.update(time.time() - end)
             pids.extend(data["pid"].tolist())
             camids.extend(data["camid"].tolist())

@@ -164,25 +164,46 @@ class JBIM(nn.Module):
                 report[name] = load_pretrained_weights(module, path)
         return report
 
-    def synthesize_lr(self, x_hr: torch.Tensor, ratio: Optional[float] = None) -> torch.Tensor:
-        """Synthetic LR image: bicubic downsampling by ``ratio`` (antialiased), bicubic back up.
+    def synthesize_lr(self, x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None,
+                      ratio: Optional[float] = None) -> torch.Tensor:
+        """Synthetic LR image x^{h2l} (and down_m(x)): shrink by ``ratio`` of the *genuine* size.
+
+        Each image is resized (bicubic, antialiased) to ``round(m*h) x round(m*w)`` of its genuine
+        size ``(h, w)`` on disk, then bicubic back up to the tensor's size. The ratio is taken of the
+        genuine size, not of the network-size tensor: a 128x48 VIPeR image at 256x128 shrunk by 1/2
+        must lose detail, not come back as itself. Explicit output sizes (not ``scale_factor``) keep
+        the content aligned for ratios such as 1/3.
 
         Args:
-            x_hr: ``(B, 3, H, W)``.
+            x_hr: ``(B, 3, H, W)`` HR images at the network size.
+            hw: ``(B, 2)`` genuine sizes ``(h, w)``; None takes the tensor size for every image
+                (for inputs whose genuine size is unknown).
             ratio (float, optional): downsampling ratio; None uses ``self.ratio``.
 
         Returns:
             torch.Tensor: ``(B, 3, H, W)``.
         """
         ratio = self.ratio if ratio is None else ratio
-        size = x_hr.shape[-2:]
-        small = F.interpolate(x_hr, scale_factor=ratio, mode="bicubic", align_corners=False,
-                              antialias=True)
-        return F.interpolate(small, size=size, mode="bicubic", align_corners=False)
+        size = tuple(x_hr.shape[-2:])
+        if hw is None:
+            hw = torch.tensor([size] * x_hr.shape[0])
+        hw = torch.as_tensor(hw).reshape(-1, 2).tolist()
+        if len(hw) != x_hr.shape[0]:
+            raise ValueError(f"synthesize_lr: {len(hw)} genuine sizes for a batch of {x_hr.shape[0]}")
+        out = torch.empty_like(x_hr)
+        groups: Dict[tuple, list] = {}
+        for i, (h, w) in enumerate(hw):
+            small = (max(1, round(ratio * h)), max(1, round(ratio * w)))
+            groups.setdefault(small, []).append(i)
+        for small, idx in groups.items():
+            batch = x_hr[idx]
+            low = F.interpolate(batch, size=small, mode="bicubic", align_corners=False, antialias=True)
+            out[idx] = F.interpolate(low, size=size, mode="bicubic", align_corners=False)
+        return out
 
     def forward_train(self, x_lr: torch.Tensor, x_hr: torch.Tensor,
-                      branches: Optional[tuple] = None, synthetic_lr: bool = True
-                      ) -> Dict[str, torch.Tensor]:
+                      branches: Optional[tuple] = None, synthetic_lr: bool = True,
+                      hw_hr: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Every training stream of Fig. 4 that ``branches`` needs.
 
         Args:
@@ -193,6 +214,8 @@ class JBIM(nn.Module):
             synthetic_lr (bool): make the synthetic LR stream x^{h2l} from ``x_hr``. When False the
                 h2l streams are left out, and the HR side of the fusion uses LIM on ``x_hr``
             (stream ``lim_hr``, which has no loss of its own).
+            hw_hr: ``(B, 2)`` genuine sizes of ``x_hr`` (the synthetic LR is made from them); None
+                takes the tensor size.
 
         Returns:
             dict: ``sr_h2l`` ``(B, 3, H, W)`` (SR of the synthetic LR, with HIM and ``synthetic_lr``);
@@ -205,7 +228,7 @@ class JBIM(nn.Module):
         out = {}
         need_him = "him" in branches or "fusion" in branches
         need_lim = "lim" in branches or "fusion" in branches
-        x_h2l = self.synthesize_lr(x_hr) if synthetic_lr else None
+        x_h2l = self.synthesize_lr(x_hr, hw_hr) if synthetic_lr else None
         if need_him:
             self._require("him")
             streams = {"hr": x_hr, "lr": self.sr(x_lr)}
@@ -255,33 +278,36 @@ class JBIM(nn.Module):
         """
         return self._features(self.sr(x_lr) if self.sr is not None else None, x_lr)
 
-    def gallery_features(self, x_hr: torch.Tensor) -> torch.Tensor:
+    def gallery_features(self, x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Test feature of HR gallery images: ``F_fus(HIM(x), LIM(down_m(x)))``.
 
         Args:
             x_hr: ``(B, 3, H, W)`` HR images.
+            hw: ``(B, 2)`` genuine sizes of the images (down_m shrinks those); None takes the
+                tensor size.
 
         Returns:
             torch.Tensor: ``(B, feature_dim)``.
         """
-        x_low = self.synthesize_lr(x_hr) if self.lim is not None else None
+        x_low = self.synthesize_lr(x_hr, hw) if self.lim is not None else None
         return self._features(x_hr, x_low)
 
     def forward(self, x: torch.Tensor, x_hr: Optional[torch.Tensor] = None, role: str = "probe",
-                **kwargs):
+                hw: Optional[torch.Tensor] = None, **kwargs):
         """Train mode: ``forward_train(x, x_hr, **kwargs)`` (dict). Eval mode: features ``(B, D)``.
 
         Args:
             x: ``(B, 3, H, W)``: LR images in train mode; probe or gallery images in eval mode.
             x_hr: ``(B, 3, H, W)`` HR images (train mode only).
             role (str): ``probe`` or ``gallery`` (eval mode only). Default is ``probe``.
+            hw: ``(B, 2)`` genuine sizes of gallery images (eval mode, ``role='gallery'``).
         """
         if self.training and x_hr is not None:
             return self.forward_train(x, x_hr, **kwargs)
         if role == "probe":
             return self.probe_features(x)
         if role == "gallery":
-            return self.gallery_features(x)
+            return self.gallery_features(x, hw)
         raise ValueError(f"Unknown role '{role}'; expected 'probe' or 'gallery'")
 
 
