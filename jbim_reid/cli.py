@@ -351,9 +351,10 @@ def test(cfg: CN) -> int:
         raise ConfigError("jbim-reid test needs model.load_weights (a JBIM checkpoint)")
     if not osp.isfile(path):
         raise ConfigError(f"model.load_weights: file not found: '{path}'")
+    checkpoint = load_torch_file(path, what="model.load_weights")  # damaged or unsafe: stop here
     check_writable(cfg.data.save_dir, "data.save_dir")
     datamanager = build_datamanager(cfg)
-    if "jbim_kwargs" in load_torch_file(path, what="model.load_weights"):  # it knows its own architecture
+    if "jbim_kwargs" in checkpoint:  # it knows its own architecture
         model = load_jbim_checkpoint(path)
     else:  # e.g. a bare state dict: the architecture comes from the config
         model = build_model(cfg, datamanager.num_train_pids)

@@ -11,6 +11,7 @@ Examples::
 
     checkpoint = run_or_skip(cfg, lambda: datamanager, "him", "log/stage_him", variant="him")
 """
+import os
 import os.path as osp
 from typing import Callable, Optional
 
@@ -78,6 +79,7 @@ def resume_latest(engine, save_dir: str) -> Optional[int]:
         CheckpointMismatchError: the folder holds checkpoints of another model and none of this one
             (training from scratch would delete them).
     """
+    _remove_partial_writes(save_dir)
     mismatch = None
     damaged = []
     for _, path in reversed(list_checkpoints(save_dir)):
@@ -95,6 +97,17 @@ def resume_latest(engine, save_dir: str) -> Optional[int]:
         _print(f"no usable checkpoint in '{save_dir}' ({len(damaged)} damaged): the stage starts from "
                "the beginning")
     return None
+
+
+def _remove_partial_writes(save_dir: str) -> None:
+    """Delete temporary checkpoint files left by a process killed while saving (``fileio.atomic_write``)."""
+    folder, prefix = osp.split(checkpoint_path(save_dir, 0)[:-1])
+    if not osp.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith(f".{prefix}") and name.endswith(".tmp"):
+            os.remove(osp.join(folder, name))
+            _print(f"removed '{osp.join(folder, name)}', left by an interrupted save")
 
 
 def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
