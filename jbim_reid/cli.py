@@ -259,8 +259,8 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
 
 
 def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional[str] = None,
-              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True
-              ) -> Tuple[JBIMEngine, str]:
+              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True,
+              continue_run: bool = False) -> Tuple[JBIMEngine, str]:
     """Train (and test) one stage; returns the engine and its last checkpoint.
 
     Args:
@@ -269,6 +269,8 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
         train_epochs (bool): False only tests (and saves) the initialised model.
+        continue_run (bool): continue from the newest usable checkpoint in ``save_dir``
+            (``resume.resume_latest``); False trains from the start. ``model.resume`` wins over both.
     """
     torchreid.utils.set_random_seed(cfg.train.seed)
     model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint)
@@ -289,7 +291,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
                           f"that stage {stage} has; {list(cfg.train.open_layers)} are not in its model")
     if cfg.model.resume:
         run_kwargs["start_epoch"] = engine.resume(cfg.model.resume)
-    elif train_epochs:  # continue an interrupted run of this stage (jbim_reid.resume)
+    elif train_epochs and continue_run:  # an interrupted run of this stage (jbim_reid.resume)
         start = resume.resume_latest(engine, save_dir)
         run_kwargs["start_epoch"] = run_kwargs["start_epoch"] if start is None else start
     start = run_kwargs["start_epoch"]

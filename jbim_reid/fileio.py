@@ -73,7 +73,7 @@ def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
                 "refused because loading it could run code (only weights_only files are loaded)"
             ) from None
         raise CheckpointError(f"{what}: cannot load '{path}' (truncated or not a torch file?): "
-                              f"{text}") from None
+                              f"{text}; replace it, or use an earlier checkpoint") from None
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:

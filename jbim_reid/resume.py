@@ -139,7 +139,7 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
         return checkpoint
     log(f"stage {stage} -> {stage_dir}")
     _, checkpoint = cli.run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint,
-                                  lim_checkpoint, train_epochs=trains)
+                                  lim_checkpoint, train_epochs=trains, continue_run=True)
     return checkpoint
 
 

@@ -99,3 +99,13 @@ def test_checkpoints_of_another_model_are_not_overwritten(stage_run, tmp_path, c
     assert main(stage_run["args"] + ["data.save_dir", str(tmp_path / "new"), "jbim.sr", "srcnn",
                                      "model.resume", str(theirs)]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_model_resume_continues_a_single_stage(stage_run, tmp_path, capsys):
+    reference = stage_run["save_dir"]
+    start = checkpoint_path(str(reference), 2)
+    assert main(stage_run["args"] + ["data.save_dir", str(tmp_path), "model.resume", start]) == 0
+    assert f"Resumed from '{start}' (epoch 2 finished)" in capsys.readouterr().out
+    assert [e for e, _ in list_checkpoints(str(tmp_path))] == [3]
+    assert metrics(tmp_path) == metrics(reference)
