@@ -176,16 +176,18 @@ def shared_lim_dir(cfg: CN, split_id: int) -> str:
     return osp.join(_split_dir(cfg, split_id), "stage_lim")
 
 
-def _final_epoch(cfg: CN, trains: bool = True) -> int:
-    """Epoch in the name of the checkpoint ``cli.run_stage`` leaves (it tests only when nothing trains)."""
-    trains = trains and cfg.train.max_epoch > cfg.train.start_epoch
-    return cfg.train.max_epoch if trains else cfg.train.start_epoch
-
-
 def _stage_checkpoint(cfg: CN, stage_dir: str, trains: bool = True) -> str:
-    from jbim_reid.engines import checkpoint_path  # torch-heavy; the config module imports this one
+    from jbim_reid.resume import stage_checkpoint  # torch-heavy; the config module imports this one
 
-    return checkpoint_path(stage_dir, _final_epoch(cfg, trains))
+    return stage_checkpoint(cfg, stage_dir, trains)
+
+
+def _anchor_finished(cfg: CN, split_id: int, ratio: float) -> bool:
+    """Whether the anchor's final checkpoint loads and its results.json exists."""
+    from jbim_reid.resume import stage_finished
+
+    return stage_finished(anchor_checkpoint(cfg, split_id, ratio),
+                          osp.join(anchor_dir(cfg, split_id, ratio), "results.json"))
 
 
 def _recipe(variant: str) -> Tuple[str, ...]:
@@ -227,15 +229,11 @@ def _log(message: str) -> None:
 
 def _train_stage(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str, variant: str,
                  him_checkpoint: str = "", lim_checkpoint: str = "", trains: bool = True) -> str:
-    """One stage through ``cli.run_stage``, skipped when its checkpoint is already on disk."""
-    checkpoint = _stage_checkpoint(cfg, stage_dir, trains)
-    if osp.isfile(checkpoint):
-        _log(f"stage {stage}: '{checkpoint}' exists, skipped")
-        return checkpoint
-    _log(f"stage {stage} -> {stage_dir}")
-    _, checkpoint = _cli().run_stage(cfg, get_datamanager(), stage, stage_dir, variant,
-                                     him_checkpoint, lim_checkpoint, train_epochs=trains)
-    return checkpoint
+    """One stage through ``resume.run_or_skip``: skipped when finished, else run or continued."""
+    from jbim_reid.resume import run_or_skip
+
+    return run_or_skip(cfg, get_datamanager, stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
+                       trains, log=_log)
 
 
 def train_anchors(cfg: CN) -> int:
@@ -244,8 +242,9 @@ def train_anchors(cfg: CN) -> int:
     For each split k of ``ensemble.splits`` and anchor m of ``ensemble.anchors``, trains
     ``jbim.stage all`` with ``jbim.ratio = m`` and ``data.split_id = k`` into
     :func:`anchor_dir`. The LIM stage of a split is trained once in :func:`shared_lim_dir` and
-    initialises every anchor's joint stage (``ensemble.share_lim``). Stages and anchors whose
-    checkpoints exist are skipped, so an interrupted run resumes where it stopped.
+    initialises every anchor's joint stage (``ensemble.share_lim``). Finished stages and anchors
+    (final checkpoint loads, results.json exists) are skipped and an unfinished stage continues from
+    its last checkpoint (``jbim_reid.resume``), so re-running the command resumes a killed run.
 
     Args:
         cfg (CfgNode): config (from ``jbim_reid.cli.load_config``).
@@ -262,6 +261,7 @@ def train_anchors(cfg: CN) -> int:
                                  "`jbim-reid ensemble` instead")
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
+    _cli().check_training(cfg)
     variant = cfg.jbim.variant
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
@@ -275,9 +275,10 @@ def train_anchors(cfg: CN) -> int:
             # one datamanager per split, built only when some stage of the split still has to train
             if "dm" not in cache:
                 cache["dm"] = _cli().build_datamanager(split_cfg)
+                _cli().check_train_loader(split_cfg, cache["dm"])
             return cache["dm"]
 
-        pending = [m for m in anchors.values() if not osp.isfile(anchor_checkpoint(cfg, split, m))]
+        pending = [m for m in anchors.values() if not _anchor_finished(cfg, split, m)]
         lim_checkpoint = ""
         if share_lim and pending:
             first = next(iter(anchors.values()))
@@ -288,7 +289,7 @@ def train_anchors(cfg: CN) -> int:
         for j, (label, ratio) in enumerate(anchors.items(), 1):
             final = anchor_checkpoint(cfg, split, ratio)
             where = f"split {split} ({i}/{len(splits)}), anchor {label} ({j}/{len(anchors)})"
-            if osp.isfile(final):
+            if ratio not in pending:
                 _log(f"{where}: '{final}' exists, skipped")
                 continue
             _log(f"{where}: training")
@@ -314,10 +315,9 @@ def train_anchors(cfg: CN) -> int:
 
 def _copy_results(stage_dir: str, folder: str, label: str, split: int) -> None:
     """``<anchor_dir>/results.json``: the last stage's results plus the anchor and split."""
-    from jbim_reid.reports import read_json, write_json
+    from jbim_reid.resume import promote_results
 
-    results = read_json(osp.join(stage_dir, "results.json"))
-    write_json({**results, "anchor": label, "split_id": split}, osp.join(folder, "results.json"))
+    promote_results(stage_dir, folder, {"anchor": label, "split_id": split})
 
 
 def _evaluate_anchor(cfg: CN, datamanager, checkpoint: str, target: str) -> Dict[str, Any]:

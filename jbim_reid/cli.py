@@ -7,6 +7,11 @@ Usage::
     jbim-reid train-anchors --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
     jbim-reid ensemble --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml data.root /data
     jbim-reid complexity --config-file configs/caviar/jbim_resnet50.yaml
+    jbim-reid export-weights --config-file configs/caviar/jbim_resnet50.yaml model.load_weights log/model.pth.tar-60
+
+Re-running an interrupted ``train`` or ``train-anchors`` with the same options continues it
+(``jbim_reid.resume``). Bad input (config, data, checkpoint) stops before any work with one line on
+stderr and exit code 2; ``--debug`` also prints the traceback.
 
 Subcommands live in ``COMMANDS`` (name -> (help, function)); every subcommand gets
 ``--config-file`` and trailing ``KEY VALUE`` options, merged last as in torchreid's ``scripts/main.py``.
@@ -15,10 +20,11 @@ takes the loaded config and returns an exit code.
 """
 import argparse
 import contextlib
-import json
 import os
 import os.path as osp
 import sys
+import tempfile
+import traceback
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -26,21 +32,24 @@ import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import compat
+from jbim_reid import compat, resume
 from jbim_reid.anchors import ENSEMBLE_COMMANDS
 from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
                               imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
-from jbim_reid.fileio import load_torch_file
+from jbim_reid.errors import DataError
+from jbim_reid.export_weights import EXPORT_WEIGHTS_COMMANDS
+from jbim_reid.fileio import CheckpointError, load_torch_file
 from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
-           "train", "test", "complexity", "write_results", "ConfigError"]
+           "train", "test", "complexity", "write_results", "check_training", "check_train_loader",
+           "check_writable", "ConfigError"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -68,6 +77,11 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
         cfg.merge_from_list(list(opts or []))
     except ConfigError:
         raise
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file '{config_file}': YAML syntax error{where}: {problem}") from None
     except (KeyError, AssertionError, ValueError, TypeError) as err:
         # yacs raises KeyError (file) or AssertionError (list) "Non-existent (config) key: a.b"
         message = str(err.args[0]) if err.args else str(err)
@@ -95,6 +109,12 @@ def _validate(cfg: CN) -> None:
                           f"expected one of {sorted(names)}")
     if not 0 < cfg.jbim.ratio <= 1:
         raise ConfigError(f"jbim.ratio must be in (0, 1], got {cfg.jbim.ratio}")
+    for key in ("height", "width"):
+        if cfg.data[key] <= 0:
+            raise ConfigError(f"data.{key} must be a positive number of pixels, got {cfg.data[key]}")
+    for key in ("checkpoint_freq", "keep_checkpoints"):
+        if cfg.train[key] < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {cfg.train[key]}")
     from jbim_reid.datasets import DATASETS, CrossResolutionDataset
 
     for key in ("sources", "targets"):
@@ -107,14 +127,50 @@ def _validate(cfg: CN) -> None:
     if len(cfg.data.sources) != 1:
         raise ConfigError(f"data.sources must name exactly one dataset (torchreid merges several into "
                           f"a plain ImageDataset without genuine sizes), got {list(cfg.data.sources)}")
+    for name in list(cfg.data.sources) + list(cfg.data.targets):
+        num_splits = getattr(compat.image_dataset_registry()[name], "num_splits", None)
+        if num_splits and not 0 <= cfg.data.split_id < num_splits:
+            raise ConfigError(f"data.split_id {cfg.data.split_id} is out of range for '{name}'; "
+                              f"expected 0..{num_splits - 1}")
     if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
         raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
                           "jbim.stage joint; with 'all' the stages train their own")
 
 
+def check_training(cfg: CN) -> None:
+    """Checks of ``train`` / ``train-anchors`` before any work: epochs to train, a writable save_dir."""
+    if cfg.train.max_epoch <= 0:
+        raise ConfigError(f"train.max_epoch must be >= 1 (epochs per stage), got {cfg.train.max_epoch}")
+    check_writable(cfg.data.save_dir, "data.save_dir")
+
+
+def check_train_loader(cfg: CN, datamanager) -> None:
+    """ConfigError when the train loader yields no batch (batch larger than the data, drop_last)."""
+    if len(datamanager.train_loader) == 0:
+        raise ConfigError(
+            f"the train loader of {list(cfg.data.sources)} has no batch: train.batch_size "
+            f"{cfg.train.batch_size} is larger than the {len(datamanager.train_loader.dataset)} training "
+            f"images (sampler.train_sampler {cfg.sampler.train_sampler} drops incomplete batches); "
+            "lower train.batch_size")
+
+
+def check_writable(folder: str, key: str) -> None:
+    """ConfigError naming ``key`` unless ``folder`` can be created and written into."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key} '{folder}' is not a writable folder: {err.strerror or err}") from None
+
+
 def build_datamanager(cfg: CN):
-    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``."""
-    from jbim_reid.datasets import protocol_overrides
+    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``.
+
+    Errors of the data (missing or damaged files, duplicate images, bad layouts) become
+    ``DataError`` naming the file.
+    """
+    from jbim_reid.datasets import image_check_options, protocol_overrides
 
     try:
         overrides = protocol_overrides(**protocol_kwargs(cfg))
@@ -123,8 +179,13 @@ def build_datamanager(cfg: CN):
         raise ConfigError(f"mlr: {err}") from None
     with contextlib.ExitStack() as stack:
         stack.push(overrides)
+        stack.enter_context(image_check_options(skip_bad_images=cfg.data.skip_bad_images))
         try:
             return torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
+        except (DataError, ConfigError):
+            raise
+        except (ValueError, OSError, RuntimeError) as err:  # the datasets name the file or key
+            raise DataError(str(err)) from err
         except AssertionError as err:  # torchreid's samplers assert without a message
             if cfg.sampler.train_sampler != "RandomIdentitySampler":
                 raise
@@ -198,8 +259,8 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
 
 
 def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional[str] = None,
-              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True
-              ) -> Tuple[JBIMEngine, str]:
+              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True,
+              continue_run: bool = False) -> Tuple[JBIMEngine, str]:
     """Train (and test) one stage; returns the engine and its last checkpoint.
 
     Args:
@@ -208,6 +269,8 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
         train_epochs (bool): False only tests (and saves) the initialised model.
+        continue_run (bool): continue from the newest usable checkpoint in ``save_dir``
+            (``resume.resume_latest``); False trains from the start. ``model.resume`` wins over both.
     """
     torchreid.utils.set_random_seed(cfg.train.seed)
     model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint)
@@ -218,7 +281,8 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
     kwargs = {**engine_kwargs(cfg), "stage": stage, "use_gpu": use_gpu}
     engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, **kwargs)
-    run_kwargs = {**engine_run_kwargs(cfg), "save_dir": save_dir}
+    run_kwargs = {**engine_run_kwargs(cfg), "save_dir": save_dir,
+                  "checkpoint_freq": cfg.train.checkpoint_freq, "keep_checkpoints": cfg.train.keep_checkpoints}
     # train.open_layers may name parts this stage's model lacks (e.g. fusion in stage him)
     run_kwargs["open_layers"] = [n for n in run_kwargs["open_layers"] or []
                                  if getattr(model, n, None) is not None]
@@ -227,12 +291,17 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
                           f"that stage {stage} has; {list(cfg.train.open_layers)} are not in its model")
     if cfg.model.resume:
         run_kwargs["start_epoch"] = engine.resume(cfg.model.resume)
-    if not train_epochs or run_kwargs["max_epoch"] <= run_kwargs["start_epoch"]:
+    elif train_epochs and continue_run:  # an interrupted run of this stage (jbim_reid.resume)
+        start = resume.resume_latest(engine, save_dir)
+        run_kwargs["start_epoch"] = run_kwargs["start_epoch"] if start is None else start
+    start = run_kwargs["start_epoch"]
+    if not train_epochs or run_kwargs["max_epoch"] <= start:
         run_kwargs.update(test_only=True, visrank=False)
         engine.run(**run_kwargs)
-        rank1 = next(iter(engine.last_results.values()))["cmc"][0]
-        engine.save_model(run_kwargs["start_epoch"] - 1, rank1, save_dir)
-        checkpoint = checkpoint_path(save_dir, run_kwargs["start_epoch"])
+        checkpoint = checkpoint_path(save_dir, start)
+        if not osp.isfile(checkpoint):
+            rank1 = next(iter(engine.last_results.values()))["cmc"][0]
+            engine.save_model(start - 1, rank1, save_dir)
     else:
         run_kwargs["visrank"] = False  # torchreid allows visrank only with test_only
         engine.run(**run_kwargs)
@@ -243,34 +312,37 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
 
 
 def train(cfg: CN) -> int:
-    """``jbim-reid train``: one stage, or ``all`` (him, lim, joint in sub-folders of data.save_dir)."""
+    """``jbim-reid train``: one stage, or ``all`` (him, lim, joint in sub-folders of data.save_dir).
+
+    Finished stages are skipped and an unfinished one continues from its last checkpoint
+    (``jbim_reid.resume.run_or_skip``), so re-running the same command resumes a killed run.
+    """
     if cfg.test.evaluate:
         return test(cfg)
-    datamanager = build_datamanager(cfg)
     save_dir, stage, variant = cfg.data.save_dir, cfg.jbim.stage, cfg.jbim.variant
+    if stage == "all" and cfg.model.resume:
+        raise ConfigError("model.resume needs a single jbim.stage (him, lim or joint), not 'all' "
+                          "(re-running the same command resumes 'all')")
+    check_training(cfg)
+    datamanager = build_datamanager(cfg)
+    check_train_loader(cfg, datamanager)
     if stage != "all":
-        run_stage(cfg, datamanager, stage, save_dir, STAGE_VARIANTS.get(stage, variant),
-                  cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint)
+        resume.run_or_skip(cfg, lambda: datamanager, stage, save_dir, STAGE_VARIANTS.get(stage, variant),
+                           cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint)
         return 0
-    if cfg.model.resume:
-        raise ConfigError("model.resume needs a single jbim.stage (him, lim or joint), not 'all'")
     checkpoints = {}
     for part in ("him", "lim"):
         if part in VARIANTS[variant]:
             print(f"##### Stage {part} #####")
-            _, checkpoints[part] = run_stage(cfg, datamanager, part, osp.join(save_dir, f"stage_{part}"),
-                                             part)
+            checkpoints[part] = resume.run_or_skip(cfg, lambda: datamanager, part,
+                                                   osp.join(save_dir, f"stage_{part}"), part)
     if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
-        only = osp.join(save_dir, f"stage_{next(iter(checkpoints))}", "results.json")
-        with open(only, encoding="utf-8") as f:
-            results = json.load(f)
-        with open(osp.join(save_dir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        resume.promote_results(osp.join(save_dir, f"stage_{next(iter(checkpoints))}"), save_dir)
         return 0
     print("##### Stage joint #####")
-    engine, _ = run_stage(cfg, datamanager, "joint", osp.join(save_dir, "stage_joint"), variant,
-                          checkpoints["him"], checkpoints["lim"], train_epochs=variant == "jbim")
-    write_results(engine, cfg, save_dir, {"stage": "all", "variant": variant})
+    resume.run_or_skip(cfg, lambda: datamanager, "joint", osp.join(save_dir, "stage_joint"), variant,
+                       checkpoints["him"], checkpoints["lim"], trains=variant == "jbim")
+    resume.promote_results(osp.join(save_dir, "stage_joint"), save_dir, {"stage": "all", "variant": variant})
     return 0
 
 
@@ -281,8 +353,10 @@ def test(cfg: CN) -> int:
         raise ConfigError("jbim-reid test needs model.load_weights (a JBIM checkpoint)")
     if not osp.isfile(path):
         raise ConfigError(f"model.load_weights: file not found: '{path}'")
+    checkpoint = load_torch_file(path, what="model.load_weights")  # damaged or unsafe: stop here
+    check_writable(cfg.data.save_dir, "data.save_dir")
     datamanager = build_datamanager(cfg)
-    if "jbim_kwargs" in load_torch_file(path, what="model.load_weights"):  # it knows its own architecture
+    if "jbim_kwargs" in checkpoint:  # it knows its own architecture
         model = load_jbim_checkpoint(path)
     else:  # e.g. a bare state dict: the architecture comes from the config
         model = build_model(cfg, datamanager.num_train_pids)
@@ -327,6 +401,7 @@ COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help,
                    complexity),
 }
 COMMANDS.update(ENSEMBLE_COMMANDS)  # train-anchors, ensemble (jbim_reid/anchors.py)
+COMMANDS.update(EXPORT_WEIGHTS_COMMANDS)  # export-weights (jbim_reid/export_weights.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config-file", default="", help="YAML config file (see configs/)")
+        p.add_argument("--debug", action="store_true", help="print the traceback of an error")
         p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                        help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
     return parser
@@ -348,10 +424,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = load_config(args.config_file, args.opts)
         return COMMANDS[args.command][1](cfg)
-    except ConfigError as err:
-        print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as err:
+        if args.debug:
+            traceback.print_exc()
         print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
         return 2
 

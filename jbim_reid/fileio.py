@@ -11,22 +11,32 @@ the whole process.
 Writers go through :func:`atomic_write`: a temporary file in the destination folder, flushed and
 fsynced, then ``os.replace``, so a kill while writing never leaves a truncated file under the final
 name.
+
+A ``.safetensors`` file written by ``jbim-reid export-weights`` keeps the JBIM constructor
+arguments in its metadata (``jbim_kwargs``, JSON); :func:`load_torch_file` returns it as a checkpoint
+dict ``{'state_dict': tensors, 'jbim_kwargs': {...}}`` so it loads wherever a ``.pth`` checkpoint does.
 """
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Union
+from typing import IO, Any, Callable, Dict, Optional, Union
 
-import torch
+__all__ = ["CheckpointError", "CheckpointMismatchError", "SAFETENSORS_META_KEYS", "load_torch_file", "atomic_write",
+           "save_torch_file", "save_safetensors"]
 
-__all__ = ["CheckpointError", "load_torch_file", "atomic_write", "save_torch_file"]
+SAFETENSORS_META_KEYS = ("jbim_kwargs", "stage", "epoch")  # checkpoint entries kept as JSON metadata
 
 PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(ValueError):
     """A weight or checkpoint file that is missing, empty, truncated, unsafe or of the wrong kind."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint that belongs to another model, stage or optimizer than the one asked for."""
 
 
 def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
@@ -50,13 +60,9 @@ def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"{what}: '{path}' is empty (0 bytes), probably left by an interrupted "
                               "save; delete it and use an earlier checkpoint or retrain")
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        return _load_safetensors(path, what)
+    import torch
 
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{what}: cannot read safetensors file '{path}': {err}") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for damaged or unsafe files
@@ -67,7 +73,7 @@ def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
                 "refused because loading it could run code (only weights_only files are loaded)"
             ) from None
         raise CheckpointError(f"{what}: cannot load '{path}' (truncated or not a torch file?): "
-                              f"{text}") from None
+                              f"{text}; replace it, or use an earlier checkpoint") from None
 
 
 def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
@@ -101,7 +107,51 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
 
 def save_torch_file(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    import torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_safetensors(state_dict: Dict[str, Any], path: PathLike,
+                     metadata: Optional[Dict[str, Any]] = None) -> Path:
+    """Write tensors to a ``.safetensors`` file atomically, plain values as JSON metadata.
+
+    Args:
+        state_dict (dict): name -> tensor (copied to contiguous CPU tensors; shared storage is fine).
+        path: destination.
+        metadata (dict, optional): JSON-serialisable values (e.g. ``jbim_kwargs``), read back by
+            :func:`load_torch_file` into the returned checkpoint dict.
+
+    Returns:
+        Path: ``path``.
+    """
+    from safetensors.torch import save
+
+    tensors = {name: value.detach().cpu().clone().contiguous() for name, value in state_dict.items()}
+    meta = {key: json.dumps(value) for key, value in (metadata or {}).items()}
+    data = save(tensors, metadata=meta)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _load_safetensors(path: str, what: str) -> Dict[str, Any]:
+    """Tensors of a safetensors file; with jbim-reid metadata, a checkpoint dict (module docstring)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{what}: cannot read safetensors file '{path}' (truncated or not a "
+                              f"safetensors file?): {err}") from None
+    extra = {}
+    for key in SAFETENSORS_META_KEYS:
+        if key in metadata:
+            try:
+                extra[key] = json.loads(metadata[key])
+            except ValueError:
+                raise CheckpointError(f"{what}: metadata '{key}' of '{path}' is not JSON") from None
+    return {"state_dict": tensors, **extra} if extra else tensors
 
 
 def _umask() -> int:

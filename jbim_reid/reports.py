@@ -12,12 +12,12 @@ Examples::
     >>> write_json({'JBIM': summary}, 'log/ensemble.json')
 """
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
+
+from jbim_reid.fileio import atomic_write
 
 __all__ = ["METRICS", "rank_results", "summarize_splits", "markdown_table", "write_json", "read_json"]
 
@@ -111,7 +111,7 @@ def _to_builtin(value):
 
 
 def write_json(obj: Any, path) -> Path:
-    """Writes ``obj`` as JSON atomically: a temporary file in the same folder, then ``os.replace``.
+    """Writes ``obj`` as JSON atomically (``jbim_reid.fileio.atomic_write``), mode 0666 minus the umask.
 
     An existing file at ``path`` is left untouched when serialisation or writing fails.
 
@@ -122,20 +122,8 @@ def write_json(obj: Any, path) -> Path:
     Returns:
         Path: ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, default=_to_builtin)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    data = (json.dumps(obj, indent=2, default=_to_builtin) + "\n").encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def read_json(path) -> Any:

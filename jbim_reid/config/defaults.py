@@ -36,7 +36,8 @@ def get_default_config() -> CN:
     cfg.model.pretrained_path = ""
     # A JBIM checkpoint whose matching weights are loaded before training / testing; '' = none.
     cfg.model.load_weights = ""
-    # A JBIM checkpoint to resume training from (model, optimizer, scheduler, epoch); '' = none.
+    # A JBIM checkpoint to resume a single jbim.stage from (model, optimizer, scheduler, epoch, random
+    # state); '' = none (an interrupted run resumes by itself when re-run with the same options).
     cfg.model.resume = ""
 
     # ---------------------------------------------------------------- data
@@ -69,6 +70,9 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.229, 0.224, 0.225]
     # Output folder: logs, checkpoints (<save_dir>/model/), results.json, visrank_<dataset>/.
     cfg.data.save_dir = "log"
+    # Unreadable images (zero-byte, truncated, corrupt, not an image) stop the command naming them;
+    # True skips them instead (they are listed in a warning).
+    cfg.data.skip_bad_images = False
 
     # ---------------------------------------------------------------- sampler
     cfg.sampler = CN()
@@ -112,6 +116,12 @@ def get_default_config() -> CN:
     cfg.train.print_freq = 20
     # Random seed of torch / numpy / random (torchreid.utils.set_random_seed).
     cfg.train.seed = 1
+    # -- crash safety and resume (re-running the same command continues an interrupted run)
+    # Epochs between checkpoints <save_dir>/model/model.pth.tar-<epoch>, independent of
+    # test.eval_freq; 0 = only after the last epoch (and after each periodic evaluation).
+    cfg.train.checkpoint_freq = 1
+    # Checkpoints kept per stage, newest first (the last one is the stage's final); 0 = keep all.
+    cfg.train.keep_checkpoints = 2
 
     # ---------------------------------------------------------------- optimizers
     cfg.sgd = CN()

@@ -4,6 +4,7 @@
 """
 from jbim_reid.datasets.base import CrossResolutionDataset, genuine_size
 from jbim_reid.datasets.caviar import CAVIAR
+from jbim_reid.datasets.imagecheck import image_check_options
 from jbim_reid.datasets.mlr_builder import MLRDataset, make_mlr_dataset
 from jbim_reid.datasets.mlr_cuhk03 import MLRCUHK03
 from jbim_reid.datasets.mlr_market1501 import MLRMarket1501
@@ -15,7 +16,7 @@ from jbim_reid.datasets.protocol import MLRProtocol, protocol_overrides
 __all__ = [
     "DATASETS", "CrossResolutionDataset", "MLRDataset", "MLRProtocol", "protocol_overrides",
     "make_mlr_dataset", "genuine_size", "CAVIAR", "MLRVIPeR", "MLRCUHK03", "MLRMarket1501",
-    "MLRSYSU", "MLRPRID",
+    "MLRSYSU", "MLRPRID", "image_check_options",
 ]
 
 DATASETS = {  # torchreid registry name -> dataset class

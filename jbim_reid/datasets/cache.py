@@ -1,13 +1,14 @@
-"""Cache folder resolution, atomic writes and an inter-process lock for split / LR generation."""
+"""Cache folder resolution, atomic writes (through ``jbim_reid.fileio``) and an inter-process lock for split / LR generation."""
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
+
+from jbim_reid.fileio import atomic_write
 
 __all__ = ["resolve_cache_root", "is_writable_dir", "atomic_write_bytes", "atomic_write_json",
            "json_bytes", "file_lock", "user_cache_home"]
@@ -67,22 +68,11 @@ def resolve_cache_root(data_root: PathLike, cache_dir: Optional[PathLike] = None
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+    """Write ``data`` to ``path`` with ``jbim_reid.fileio.atomic_write`` (temp file, fsync, rename).
 
     Readers therefore see either no file or a complete one, never a partial write.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -63,7 +63,7 @@ class CAVIAR(MLRDataset):
 
     def collect(self) -> List[Record]:
         folder = osp.join(self.root, self.required[0])
-        records = []
+        records, seen = [], {}  # seen: (pid, index) -> file name
         for fname in sorted(os.listdir(folder)):
             if not fname.lower().endswith((".jpg", ".jpeg")):
                 continue
@@ -74,6 +74,10 @@ class CAVIAR(MLRDataset):
             pid, idx = int(match.group(1)), int(match.group(2))
             if not 1 <= idx <= 20:
                 raise ValueError(f"caviar: image index {idx} of '{osp.join(folder, fname)}' is outside 001-020")
+            if (pid, idx) in seen:
+                raise ValueError(f"caviar: '{seen[pid, idx]}' and '{fname}' in '{folder}' are the same image "
+                                 f"(person {pid:04d}, index {idx:03d}) under two names; delete one of them")
+            seen[pid, idx] = fname
             records.append(Record(osp.join(self.required[0], fname), f"{pid:04d}", 0 if idx <= 10 else 1))
         if not records:
             raise layout_error("CAVIAR", osp.join(folder, "*.jpg"), self.root, self.layout)

@@ -17,6 +17,7 @@ import numpy as np
 
 from jbim_reid.datasets.base import CrossResolutionDataset
 from jbim_reid.datasets.cache import atomic_write_json, file_lock, resolve_cache_root
+from jbim_reid.datasets.imagecheck import check_images
 from jbim_reid.datasets.protocol import LR_MODES, PROTOCOL_FIELDS, MLRProtocol, resolve_protocol
 from jbim_reid.datasets.simulate import ensure_lr_image, lr_cache_path
 from jbim_reid.datasets.splits import Record, build_split, check_split
@@ -77,6 +78,7 @@ class MLRDataset(CrossResolutionDataset):
         split = self._load_or_build()
         self.split = split
         train, query, gallery, lr_paths, lr_ratios = self._materialize(split)
+        train, query, gallery = self._check_images(train, query, gallery, kwargs.get("mode", "train"))
         super().__init__(train, query, gallery, lr_paths=lr_paths, lr_ratios=lr_ratios,
                          pair_views=pair_views, **kwargs)
 
@@ -111,11 +113,36 @@ class MLRDataset(CrossResolutionDataset):
                         out.append((osp.join(self.root, it["path"]), dst, it["ratio"]))
         return out
 
+    def _check_images(self, train: list, query: list, gallery: list, mode: str):
+        """Decode the images of the subset ``mode`` uses once (``imagecheck.check_images``).
+
+        Skipped training images may take a whole identity with them: train pids are then relabelled.
+        """
+        if mode == "train":
+            kept = check_images(train, self.name, "train")
+            if len(kept) != len(train):
+                labels = {pid: i for i, pid in enumerate(sorted({it[1] for it in kept}))}
+                kept = [(path, labels[pid], *rest) for path, pid, *rest in kept]
+            train = kept
+        elif mode == "query":
+            query = check_images(query, self.name, "query")
+        elif mode == "gallery":
+            gallery = check_images(gallery, self.name, "gallery")
+        return train, query, gallery
+
     def _read_split(self) -> Optional[Dict[str, Any]]:
+        """The cached split, or None when it is missing or corrupt (it is then rebuilt)."""
         if not self.split_path.is_file():
             return None
-        with open(self.split_path, encoding="utf-8") as f:
-            split = json.load(f)
+        try:
+            with open(self.split_path, encoding="utf-8") as f:
+                split = json.load(f)
+            if not isinstance(split, dict) or not all(k in split for k in ("train", "query", "gallery")):
+                raise ValueError("not a split (expected an object with train, query and gallery)")
+        except ValueError as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            warnings.warn(f"{self.name}: cached split file '{self.split_path}' is corrupt ({err}); "
+                          "rebuilding it")
+            return None
         check_split(split, self.protocol, self.split_id, str(self.split_path))
         return split
 

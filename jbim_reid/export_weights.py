@@ -1,0 +1,67 @@
+"""``jbim-reid export-weights``: a checkpoint's weights as a ``.safetensors`` file.
+
+safetensors holds tensors only and loads without unpickling anything, so it is the format to hand
+weights to others. The JBIM constructor arguments (``jbim_kwargs``), the stage and the epoch go into
+the file's metadata; ``jbim_reid.fileio.load_torch_file`` reads them back, so the exported file
+loads wherever a ``.pth`` checkpoint does (``model.load_weights``, ``load_jbim_checkpoint``, the
+matcher, ``jbim.him_checkpoint`` / ``lim_checkpoint``, pretrained paths). Optimizer, scheduler and
+random state are not exported: a ``.safetensors`` file cannot resume training.
+
+Examples::
+
+    jbim-reid export-weights --config-file configs/caviar/jbim_osnet_x0_25_cpu.yaml \\
+        model.load_weights log/caviar/jbim_osnet_x0_25_cpu/stage_joint/model/model.pth.tar-10 \\
+        data.save_dir log/export
+    # -> log/export/model.safetensors
+"""
+import os.path as osp
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+from yacs.config import CfgNode as CN
+
+from jbim_reid.fileio import SAFETENSORS_META_KEYS, CheckpointError, load_torch_file, save_safetensors
+
+__all__ = ["EXPORT_WEIGHTS_COMMANDS", "EXPORT_NAME", "export_weights", "export_weights_command"]
+
+EXPORT_NAME = "model.safetensors"  # file name written in data.save_dir by the command
+
+
+def export_weights(checkpoint: str, out: str) -> Path:
+    """Write the weights of ``checkpoint`` (``.pth``, ``.pth.tar`` or ``.safetensors``) to ``out``.
+
+    Args:
+        checkpoint (str): a checkpoint (dict with ``state_dict``) or a bare state dict.
+        out (str): the ``.safetensors`` file to write (atomically).
+
+    Returns:
+        Path: ``out``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read or holds no tensors.
+    """
+    loaded = load_torch_file(checkpoint, what="model.load_weights")
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise CheckpointError(f"model.load_weights: '{checkpoint}' holds no state dict of tensors")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    metadata = {key: loaded[key] for key in SAFETENSORS_META_KEYS if key in loaded}
+    return save_safetensors(state, out, metadata)
+
+
+def export_weights_command(cfg: CN) -> int:
+    """``jbim-reid export-weights``: ``model.load_weights`` -> ``<data.save_dir>/model.safetensors``."""
+    from jbim_reid.cli import ConfigError, check_writable
+
+    if not cfg.model.load_weights:
+        raise ConfigError("jbim-reid export-weights needs model.load_weights (the checkpoint to export)")
+    check_writable(cfg.data.save_dir, "data.save_dir")
+    path = export_weights(cfg.model.load_weights, osp.join(cfg.data.save_dir, EXPORT_NAME))
+    print(f"=> Weights of '{cfg.model.load_weights}' written to '{path}'")
+    return 0
+
+
+EXPORT_WEIGHTS_COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function)
+    "export-weights": ("write model.load_weights as <data.save_dir>/model.safetensors (tensors only, "
+                       "safe to share)", export_weights_command),
+}
