@@ -1,5 +1,6 @@
 """Datasets that fetch themselves (torchreid's dataset_url convention) from a local HTTP server."""
 import io
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -49,6 +50,9 @@ def test_missing_dataset_is_downloaded_unpacked_and_split(caviar_zip, tmp_path, 
         assert dataset.num_train_pids == 3 and len(dataset.train) == 3 * 20
         assert len(dataset.query) == 3 * 10 and len(dataset.gallery) == 3
         assert not leftovers(root)
+        mask = os.umask(0)
+        os.umask(mask)
+        assert (root / "caviar").stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700
         CAVIAR(root=str(root), split_id=1)
         assert len(server.requests) == 1  # present now: not fetched again
     assert "downloading" in capsys.readouterr().out

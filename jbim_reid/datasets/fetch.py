@@ -96,6 +96,9 @@ def fetch_dataset(root: os.PathLike, required: Sequence[str], url: str, name: st
             if absent:
                 found = sorted(p.name for p in unpacked.iterdir())
                 raise ValueError(f"the archive lacks '{absent[0]}' (its top level holds {found})")
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(unpacked, 0o777 & ~mask)  # mkdtemp's folder is private (0700)
             os.rename(unpacked, dest)
         except (DownloadError, ValueError, OSError) as err:
             where = f" from {homepage}" if homepage else ""
