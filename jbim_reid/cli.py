@@ -16,7 +16,9 @@ stderr and exit code 2; ``--debug`` also prints the traceback.
 Subcommands live in ``COMMANDS`` (name -> (help, function)); every subcommand gets
 ``--config-file`` and trailing ``KEY VALUE`` options, merged last as in torchreid's ``scripts/main.py``.
 Another module adds a subcommand with ``COMMANDS['name'] = (help, function)``, where ``function``
-takes the loaded config and returns an exit code.
+takes the loaded config and returns an exit code. A function with an ``add_arguments(parser)``
+attribute declares its own arguments instead (``--config-file`` / ``opts`` only if it adds them) and
+is called as ``function(cfg, args)``.
 """
 import argparse
 import contextlib
@@ -46,6 +48,7 @@ from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
+from jbim_reid.weights_cli import WEIGHTS_COMMAND
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
            "train", "test", "complexity", "write_results", "check_training", "check_train_loader",
@@ -197,7 +200,7 @@ def build_datamanager(cfg: CN):
 
 
 def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
-                him_checkpoint: str = "", lim_checkpoint: str = "") -> JBIM:
+                him_checkpoint: str = "", lim_checkpoint: str = "", imagenet: bool = True) -> JBIM:
     """The JBIM model of ``cfg``, optionally initialised from stage checkpoints.
 
     Args:
@@ -206,6 +209,7 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         variant (str, optional): overrides ``jbim.variant``.
         him_checkpoint (str): checkpoint whose ``sr.*`` and ``him.*`` weights initialise the model.
         lim_checkpoint (str): checkpoint whose ``lim.*`` weights initialise the model.
+        imagenet (bool): False skips the ImageNet weights of ``model.pretrained`` (model shape only).
 
     Returns:
         JBIM: the model (the FFN, when present, stays freshly initialised).
@@ -213,10 +217,10 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
     kwargs = model_kwargs(cfg)
     if variant:
         kwargs["variant"] = variant
-    if cfg.model.pretrained and not kwargs["backbone_pretrained_path"] \
-            and not (him_checkpoint or lim_checkpoint or cfg.model.load_weights):
-        print("=> model.pretrained is True but model.pretrained_path is empty: backbones are "
-              "randomly initialised (nothing is downloaded)")
+    from_checkpoint = bool(him_checkpoint or lim_checkpoint or cfg.model.load_weights)
+    kwargs["backbone_pretrained"] = kwargs["backbone_pretrained"] and imagenet and not from_checkpoint
+    if not cfg.model.pretrained and not kwargs["backbone_pretrained_path"] and not from_checkpoint:
+        print("=> model.pretrained False: the backbones start from random weights")
     model = JBIM(num_classes, **kwargs)
     for path, parts in ((him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
         for part in parts:
@@ -383,7 +387,7 @@ def complexity(cfg: CN) -> int:
     ``data.height`` x ``data.width`` (classifiers are training-only and not counted); also written to
     ``<data.save_dir>/complexity.json``.
     """
-    model = build_model(cfg, num_classes=1).eval()
+    model = build_model(cfg, num_classes=1, imagenet=False).eval()
     name = f"JBIM ({cfg.model.name}, {cfg.jbim.variant}, sr {cfg.jbim.sr})"
     rows = {f"{name}, {role} path": model_complexity(model, cfg.data.height, cfg.data.width, role=role)
             for role in ("probe", "gallery")}
@@ -402,6 +406,7 @@ COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help,
 }
 COMMANDS.update(ENSEMBLE_COMMANDS)  # train-anchors, ensemble (jbim_reid/anchors.py)
 COMMANDS.update(EXPORT_WEIGHTS_COMMANDS)  # export-weights (jbim_reid/export_weights.py)
+COMMANDS["weights"] = WEIGHTS_COMMAND  # weights fetch / list (jbim_reid/weights_cli.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,10 +414,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jbim-reid", description="Cross-resolution person re-id (JBIM) from a yacs config file.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, _) in COMMANDS.items():
+    for name, (help_text, function) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config-file", default="", help="YAML config file (see configs/)")
         p.add_argument("--debug", action="store_true", help="print the traceback of an error")
+        if hasattr(function, "add_arguments"):
+            function.add_arguments(p)
+            continue
+        p.add_argument("--config-file", default="", help="YAML config file (see configs/)")
         p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
                        help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
     return parser
@@ -422,10 +430,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``jbim-reid``; returns the exit code (2 for config errors)."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config_file, args.opts)
-        return COMMANDS[args.command][1](cfg)
+        cfg = load_config(getattr(args, "config_file", ""), getattr(args, "opts", None))
+        function = COMMANDS[args.command][1]
+        return function(cfg, args) if hasattr(function, "add_arguments") else function(cfg)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as err:
-        if args.debug:
+        if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
         return 2

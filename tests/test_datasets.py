@@ -342,7 +342,8 @@ def test_make_mlr_dataset_generic(tmp_path):
 @pytest.mark.parametrize("cls,expected", [(CAVIAR, "cropped_images"), (MLRVIPeR, "cam_a"),
                                           (MLRPRID, "single_shot"), (MLRCUHK03, "images_labeled"),
                                           (MLRSYSU, "SYSU-ReID"), (MLRMarket1501, "market1501")])
-def test_missing_layout_names_path(tmp_path, cls, expected):
+def test_missing_layout_names_path(tmp_path, monkeypatch, cls, expected):
+    monkeypatch.setattr(cls, "dataset_url", None)  # no download attempt (tests/test_dataset_fetch.py)
     with pytest.raises(FileNotFoundError) as err:
         cls(root=tmp_path, cache_dir=tmp_path / "c")
     msg = str(err.value)

@@ -29,10 +29,12 @@ def get_default_config() -> CN:
     # Backbone of both HIM and LIM: any torchreid model name (resnet50, osnet_x1_0, osnet_x0_25,
     # mobilenetv2_x1_0, ...). The JBIM model is built around it (builder "jbim_<name>").
     cfg.model.name = "resnet50"
-    # Kept for torchreid compatibility: nothing is ever downloaded. True without a pretrained_path
-    # builds random backbones (with a warning); set model.pretrained_path to load local weights.
+    # ImageNet-initialised backbones, as torchreid: True without model.pretrained_path downloads the
+    # backbone's ImageNet weights once into torchreid's cache (`jbim-reid weights list` shows where)
+    # and stops with an error naming that path when it cannot; False = random backbones.
     cfg.model.pretrained = True
-    # Local weights (ImageNet or re-id, .pth / .pth.tar) loaded into BOTH backbones; '' = none.
+    # Local weights (ImageNet or re-id, .pth / .pth.tar) loaded into BOTH backbones instead of the
+    # download; '' = none.
     cfg.model.pretrained_path = ""
     # A JBIM checkpoint whose matching weights are loaded before training / testing; '' = none.
     cfg.model.load_weights = ""

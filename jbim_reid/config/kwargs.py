@@ -109,6 +109,7 @@ def model_kwargs(cfg: CN) -> Dict[str, Any]:
         "height": cfg.data.height,
         "width": cfg.data.width,
         "variant": cfg.jbim.variant,
+        "backbone_pretrained": cfg.model.pretrained,
         "backbone_pretrained_path": cfg.model.pretrained_path,
         "sr_pretrained_path": cfg.jbim.sr_pretrained_path,
         "him_pretrained_path": cfg.jbim.him_pretrained_path,

@@ -20,7 +20,10 @@ class CAVIAR(MLRDataset):
         Cheng et al. Custom Pictorial Structures for Re-identification. BMVC 2011.
         Cross-resolution protocol: Jiao et al. AAAI 2018; Zheng et al. (JBIM) IJCV 2021.
 
-    URL: `<https://lorisbaz.github.io/caviar4reid.html>`_
+    URL: `<https://lorisbaz.github.io/caviar4reid.html>`_ (``dataset_url``: a missing
+    ``<root>/caviar`` is fetched from it and unpacked; the authors distribute the images as a zip
+    holding ``CAVIAR4REID/cropped_images/``. Set ``CAVIAR.dataset_url`` to that zip's address or a
+    mirror; a page that is not an archive stops with instructions to lay the folder out by hand.)
 
     Disk layout::
 
@@ -50,6 +53,8 @@ class CAVIAR(MLRDataset):
     required = ("caviar/CAVIAR4REID/cropped_images",)
     layout = ("  caviar/CAVIAR4REID/cropped_images/PPPPNNN.jpg  (or PPPP_NNN.jpg)\n"
               "  PPPP: person id; NNN: 001-010 close (HR) camera, 011-020 distant (LR) camera")
+    dataset_url = "https://lorisbaz.github.io/caviar4reid.html"
+    homepage = "https://lorisbaz.github.io/caviar4reid.html"
     default_lr_mode = "camera"
     lr_modes = ("camera",)
     simulate = False

@@ -18,6 +18,7 @@ import numpy as np
 from jbim_reid.datasets.base import CrossResolutionDataset
 from jbim_reid.datasets.cache import atomic_write_json, file_lock, resolve_cache_root
 from jbim_reid.datasets.imagecheck import check_images
+from jbim_reid.datasets.fetch import fetch_dataset
 from jbim_reid.datasets.protocol import LR_MODES, PROTOCOL_FIELDS, MLRProtocol, resolve_protocol
 from jbim_reid.datasets.simulate import ensure_lr_image, lr_cache_path
 from jbim_reid.datasets.splits import Record, build_split, check_split
@@ -25,9 +26,12 @@ from jbim_reid.datasets.splits import Record, build_split, check_split
 __all__ = ["MLRDataset", "make_mlr_dataset", "collect_torchreid", "layout_error"]
 
 
-def layout_error(name: str, missing: str, root: str, layout: str) -> FileNotFoundError:
-    """A FileNotFoundError naming the missing path and showing the expected layout."""
-    return FileNotFoundError(f"{name}: '{missing}' not found. Expected layout under root '{root}':\n{layout}")
+def layout_error(name: str, missing: str, root: str, layout: str, homepage: str = "") -> FileNotFoundError:
+    """A FileNotFoundError naming the missing path, the expected layout and where to get the data."""
+    where = (f"\nIt has no public download: get it from {homepage}, lay it out as above under "
+             "data.root, or set data.root to a folder that holds it.") if homepage else ""
+    return FileNotFoundError(f"{name}: '{missing}' not found. Expected layout under root '{root}':\n"
+                             f"{layout}{where}")
 
 
 class MLRDataset(CrossResolutionDataset):
@@ -55,6 +59,8 @@ class MLRDataset(CrossResolutionDataset):
     name = ""  # registry name and cache sub-folder
     required: Tuple[str, ...] = ()  # paths relative to root that must exist
     layout = ""  # expected layout, shown in errors
+    dataset_url: Optional[str] = None  # archive unpacked into <root>/<first part of required[0]> when missing
+    homepage = ""  # where to get the dataset by hand, shown in errors
     default_lr_mode = "camera"
     lr_modes: Tuple[str, ...] = ("camera", "per_id", "half_images")
     simulate = True  # False: LR side is genuine low resolution
@@ -90,11 +96,16 @@ class MLRDataset(CrossResolutionDataset):
                              f"{list(cls.lr_modes)} (all modes: {list(LR_MODES)})")
 
     def check_layout(self) -> None:
-        """Raise ``layout_error`` for the first missing path of ``required``."""
+        """Fetch a missing dataset that has a ``dataset_url``; then raise ``layout_error`` for the
+        first missing path of ``required``."""
+        name = type(self).__name__
+        if self.dataset_url and not all(osp.exists(osp.join(self.root, rel)) for rel in self.required):
+            fetch_dataset(self.root, self.required, self.dataset_url, name, self.layout, self.homepage)
         for rel in self.required:
             path = osp.join(self.root, rel)
             if not osp.exists(path):
-                raise layout_error(type(self).__name__, path, self.root, self.layout)
+                raise layout_error(name, path, self.root, self.layout,
+                                   "" if self.dataset_url else self.homepage)
 
     def collect(self) -> List[Record]:
         """Every image of the dataset as ``Record(relpath, person, camid)``."""
@@ -250,7 +261,8 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
                      lr_modes: Sequence[str] = ("camera", "per_id", "half_images"),
                      required: Sequence[str] = (), layout: str = "", num_splits: int = 10,
                      base_kwargs: Optional[Mapping[str, Any]] = None,
-                     doc: Optional[str] = None) -> Type[MLRDataset]:
+                     doc: Optional[str] = None, dataset_url: Optional[str] = None,
+                     homepage: str = "") -> Type[MLRDataset]:
     """Turn a torchreid image dataset class into an MLR dataset class named ``mlr_<name>``.
 
     The new class pools all images of ``base_cls`` (built on a mirror of its folder so that its
@@ -270,6 +282,9 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
         num_splits (int, optional): valid split ids are ``0..num_splits-1``. Default is 10.
         base_kwargs (mapping, optional): extra keyword arguments for ``base_cls``.
         doc (str, optional): class docstring.
+        dataset_url (str, optional): archive fetched when the dataset folder is missing (e.g.
+            ``base_cls.dataset_url``); None: no download.
+        homepage (str, optional): where to get the dataset by hand, shown in errors.
 
     Returns:
         The new ``MLRDataset`` subclass.
@@ -295,6 +310,8 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
         "num_train_ids": num_train_ids,
         "num_test_ids": num_test_ids,
         "num_splits": num_splits,
+        "dataset_url": dataset_url,
+        "homepage": homepage,
         "collect": collect,
         "__doc__": doc or f"MLR version of torchreid's {base_cls.__name__}, made by ``make_mlr_dataset``.",
         "__module__": __name__,

@@ -45,6 +45,8 @@ class MLRCUHK03(MLRDataset):
     required = _FOLDERS
     layout = ("  cuhk03/images_labeled/P_III_V_NN.png\n  cuhk03/images_detected/P_III_V_NN.png\n"
               "  (torchreid's processed CUHK03: run torchreid.data.datasets.image.CUHK03(root=<root>) once)")
+    homepage = ("http://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html (cuhk03_release.zip; "
+                "unpack it to <root>/cuhk03/cuhk03_release/cuhk-03.mat, then run torchreid's CUHK03 once)")
     default_lr_mode = "camera_pair"
     lr_modes = ("camera_pair", "camera", "per_id", "half_images")
     num_test_ids = 100

@@ -13,6 +13,8 @@ MLRMarket1501 = make_mlr_dataset(
            "  market1501/Market-1501-v15.09.15/query/...\n"
            "  market1501/Market-1501-v15.09.15/bounding_box_test/...\n"
            "  (torchreid's market1501 layout)",
+    dataset_url=None,  # torchreid's Market1501.dataset_url is a raw IP address that no longer serves it
+    homepage="http://www.liangzheng.org/Project/project_reid.html (Market-1501-v15.09.15.zip)",
     doc="""MLR-Market (Market-1501, simulated multiple low resolutions).
 
     Reference:

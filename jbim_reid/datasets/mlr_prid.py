@@ -12,6 +12,8 @@ MLRPRID = make_mlr_dataset(
     layout="  prid2011/prid_2011/single_shot/cam_a/person_NNNN.png\n"
            "  prid2011/prid_2011/single_shot/cam_b/person_NNNN.png\n"
            "  (torchreid's prid layout; ids 1-200 appear in both cameras)",
+    dataset_url=torchreid.data.datasets.image.PRID.dataset_url,  # None in torchreid 0.2.5
+    homepage="https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/PRID11/",
     doc="""MLR-PRID (PRID 2011 single-shot, simulated multiple low resolutions).
 
     Reference:

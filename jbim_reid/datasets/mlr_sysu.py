@@ -42,6 +42,8 @@ class MLRSYSU(MLRDataset):
     required = ("sysu/SYSU-ReID/cam_a", "sysu/SYSU-ReID/cam_b")
     layout = ("  sysu/SYSU-ReID/cam_a/PPPP_NN.jpg  or  sysu/SYSU-ReID/cam_a/PPPP/<any>.jpg\n"
               "  sysu/SYSU-ReID/cam_b/PPPP_NN.jpg  or  sysu/SYSU-ReID/cam_b/PPPP/<any>.jpg")
+    homepage = ("the authors of Chen et al., Mirror Representation for Modeling View-Specific "
+                "Transform in Person Re-Identification, IJCAI 2015 (SYSU-ReID, on request)")
     default_lr_mode = "camera"
 
     def collect(self) -> List[Record]:

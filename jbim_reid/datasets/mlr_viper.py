@@ -11,11 +11,15 @@ MLRVIPeR = make_mlr_dataset(
     required=("viper/VIPeR/cam_a", "viper/VIPeR/cam_b"),
     layout="  viper/VIPeR/cam_a/NNN_ANGLE.bmp\n  viper/VIPeR/cam_b/NNN_ANGLE.bmp\n"
            "  (torchreid's viper layout: one image per id per camera)",
+    dataset_url=torchreid.data.datasets.image.VIPeR.dataset_url,  # torchreid's zip, unpacked into viper/
+    homepage="https://vision.soe.ucsc.edu/node/178",
     doc="""MLR-VIPeR (simulated multiple low resolutions).
 
     Reference:
         Gray et al. Evaluating appearance models for recognition, reacquisition, and tracking. PETS 2007.
         MLR protocol: Jiao et al. AAAI 2018; Zheng et al. (JBIM) IJCV 2021.
+
+    A missing ``<root>/viper`` is downloaded from torchreid's ``VIPeR.dataset_url`` and unpacked.
 
     Disk layout (torchreid's ``viper``)::
 

@@ -4,7 +4,6 @@ Shapes: images are ``(B, 3, H, W)`` normalised tensors at the network input size
 ``width``); LR images are already upscaled to that size by the data transforms. Features are
 ``(B, D)``; logits ``(B, num_classes)``.
 """
-import warnings
 from typing import Dict, Optional
 
 import torch
@@ -14,6 +13,8 @@ from torch import nn
 
 from jbim_reid.fileio import load_torch_file
 from jbim_reid.models.fusion import FusionHead
+from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict
+from jbim_reid.models.options import current_options
 from jbim_reid.models.sr import build_sr
 from jbim_reid.models.weights import load_pretrained_weights
 
@@ -98,6 +99,9 @@ class JBIM(nn.Module):
         sr_pretrained_path (str, optional): local weights loaded into the SR module.
         him_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for HIM.
         lim_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for LIM.
+        backbone_pretrained (bool, optional): load the backbone's ImageNet weights (downloaded once
+            into torchreid's cache, see ``jbim_reid.models.imagenet``) into every backbone that has
+            no local weights file. Default is False (random backbones).
 
     Train mode: ``model(x_lr, x_hr)`` returns a dict (see :meth:`forward_train`).
     Eval mode: ``model(x, role='probe')`` = :meth:`probe_features`, ``role='gallery'`` =
@@ -113,7 +117,8 @@ class JBIM(nn.Module):
                  ratio: float = 0.5, fusion_dim: Optional[int] = None, dropout: float = 0.5,
                  height: int = 256, width: int = 128, variant: str = "jbim",
                  backbone_pretrained_path: str = "", sr_pretrained_path: str = "",
-                 him_pretrained_path: str = "", lim_pretrained_path: str = ""):
+                 him_pretrained_path: str = "", lim_pretrained_path: str = "",
+                 backbone_pretrained: bool = False):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"Unknown jbim.variant '{variant}'; expected one of {list(VARIANTS)}")
@@ -140,28 +145,38 @@ class JBIM(nn.Module):
         else:
             self.feature_dim = sum(b.feature_dim for b in (self.him, self.lim) if b is not None)
         self.load_weights(backbone_pretrained_path, sr_pretrained_path,
-                          him_pretrained_path, lim_pretrained_path)
+                          him_pretrained_path, lim_pretrained_path, imagenet=backbone_pretrained)
 
     def load_weights(self, backbone_path: str = "", sr_path: str = "", him_path: str = "",
-                     lim_path: str = "") -> Dict[str, tuple]:
-        """Load local pretrained weights into the backbones and the SR module.
+                     lim_path: str = "", imagenet: bool = False) -> Dict[str, tuple]:
+        """Load pretrained weights into the backbones and the SR module.
+
+        Backbone files are checked against the backbone (``backbone_state_dict``); each file (and
+        the ImageNet weights) is read once and loaded into every backbone that uses it.
 
         Args:
             backbone_path (str): file for both backbones (ImageNet or re-id weights).
             sr_path (str): file for the SR module.
             him_path (str): file for HIM's backbone, overriding ``backbone_path``.
             lim_path (str): file for LIM's backbone, overriding ``backbone_path``.
+            imagenet (bool): the backbone's ImageNet weights for backbones without a file.
 
         Returns:
             dict: part name -> ``(loaded keys, skipped keys)`` for every part that was loaded.
         """
-        report = {}
-        targets = (("him", self.him and self.him.backbone, him_path or backbone_path),
-                   ("lim", self.lim and self.lim.backbone, lim_path or backbone_path),
-                   ("sr", self.sr, sr_path))
-        for name, module, path in targets:
-            if path and module is not None:
-                report[name] = load_pretrained_weights(module, path)
+        backbone = self.jbim_kwargs["backbone"]
+        report, states = {}, {}
+        for name, path in (("him", him_path or backbone_path), ("lim", lim_path or backbone_path)):
+            branch = getattr(self, name)
+            if branch is None or not (path or imagenet):
+                continue
+            if path not in states:
+                states[path] = (backbone_state_dict(path, backbone, branch.backbone) if path
+                                else imagenet_state_dict(backbone, branch.backbone))
+            report[name] = load_pretrained_weights(
+                branch.backbone, states[path], source=path or f"ImageNet weights of {backbone}")
+        if sr_path and self.sr is not None:
+            report["sr"] = load_pretrained_weights(self.sr, sr_path)
         return report
 
     def synthesize_lr(self, x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None,
@@ -311,22 +326,18 @@ class JBIM(nn.Module):
         raise ValueError(f"Unknown role '{role}'; expected 'probe' or 'gallery'")
 
 
-_warned_pretrained = []  # builder names that already warned about pretrained=True without a path
-
-
 def _builder(backbone: str):
     def build(num_classes: int, loss: str = "softmax", pretrained: bool = True, use_gpu: bool = True,
               **kwargs) -> JBIM:
-        if pretrained and not kwargs.get("backbone_pretrained_path") and not _warned_pretrained:
-            _warned_pretrained.append(backbone)
-            warnings.warn("jbim builders never download weights: pretrained=True without "
-                          "backbone_pretrained_path builds randomly initialised backbones")
-        return JBIM(num_classes, backbone=backbone, **kwargs)
+        options = {**current_options(), **kwargs}
+        return JBIM(num_classes, backbone=backbone, backbone_pretrained=pretrained, **options)
 
     build.__name__ = f"jbim_{backbone}"
     build.__doc__ = (f"JBIM with ``{backbone}`` backbones (torchreid factory signature). ``loss`` and "
-                     "``use_gpu`` are accepted for compatibility; ``pretrained`` never downloads: "
-                     "pass ``backbone_pretrained_path`` to load local weights.")
+                     "``use_gpu`` are accepted for compatibility. ``pretrained`` loads the backbone's "
+                     "ImageNet weights as torchreid does (downloaded once into torchreid's cache) "
+                     "unless a ``backbone_pretrained_path`` is given. Other JBIM arguments come from "
+                     "keyword arguments or an enclosing ``jbim_options(...)`` block.")
     return build
 
 

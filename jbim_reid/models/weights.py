@@ -2,7 +2,7 @@
 import logging
 import os
 import warnings
-from typing import List, Tuple
+from typing import List, Mapping, Tuple, Union
 
 from torch import nn
 
@@ -13,8 +13,8 @@ __all__ = ["load_pretrained_weights"]
 logger = logging.getLogger(__name__)
 
 
-def load_pretrained_weights(module: nn.Module, path: str, prefix: str = ""
-                            ) -> Tuple[List[str], List[str]]:
+def load_pretrained_weights(module: nn.Module, path: Union[str, Mapping], prefix: str = "",
+                            source: str = "") -> Tuple[List[str], List[str]]:
     """Copy the entries of a local weight file whose name and shape match ``module``'s state dict.
 
     Like ``torchreid.utils.load_pretrained_weights`` (``module.`` prefixes stripped, checkpoint dicts
@@ -23,18 +23,23 @@ def load_pretrained_weights(module: nn.Module, path: str, prefix: str = ""
 
     Args:
         module (nn.Module): the module to fill.
-        path (str): a ``.pth``/``.pth.tar`` file: a state dict or a dict with ``state_dict``.
+        path (str or mapping): a ``.pth``/``.pth.tar`` file (a state dict or a dict with
+            ``state_dict``), or an already loaded state dict.
         prefix (str, optional): only keys starting with ``prefix`` are used, with it removed (e.g.
             ``'him.'`` loads the HIM part of a JBIM checkpoint into ``model.him``). Default is ''.
+        source (str, optional): where a state dict passed as ``path`` came from, for the log.
 
     Returns:
         tuple: ``(loaded, skipped)``: keys of the file copied into ``module``, and keys left out
         (unknown name or different shape).
     """
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Pretrained weights not found: '{path}'")
-    checkpoint = load_torch_file(path, what="pretrained weights")
+    if isinstance(path, Mapping):
+        checkpoint, path = path, source or "a state dict"
+    else:
+        path = os.path.expanduser(str(path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Pretrained weights not found: '{path}'")
+        checkpoint = load_torch_file(path, what="pretrained weights")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' holds no state dict (got {type(checkpoint).__name__})")
