@@ -113,8 +113,10 @@ def _validate(cfg: CN) -> None:
 
 
 def build_datamanager(cfg: CN):
-    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``."""
+    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``
+    and ``resolution_aug_range(cfg.data.resolution_aug_range)``."""
     from jbim_reid.datasets import protocol_overrides
+    from jbim_reid.transforms import resolution_aug_range
 
     try:
         overrides = protocol_overrides(**protocol_kwargs(cfg))
@@ -123,6 +125,10 @@ def build_datamanager(cfg: CN):
         raise ConfigError(f"mlr: {err}") from None
     with contextlib.ExitStack() as stack:
         stack.push(overrides)
+        try:
+            stack.enter_context(resolution_aug_range(cfg.data.resolution_aug_range))
+        except ValueError as err:
+            raise ConfigError(f"data.{err}") from None
         try:
             return torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
         except AssertionError as err:  # torchreid's samplers assert without a message

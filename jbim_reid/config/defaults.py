@@ -61,8 +61,11 @@ def get_default_config() -> CN:
     # Combine train, query and gallery for training (torchreid option; keep False for JBIM).
     cfg.data.combineall = False
     # Training augmentations (torchreid names): random_flip, random_crop, random_patch,
-    # color_jitter, random_erase.
+    # color_jitter, random_erase; and the plugin's random_resolution (see resolution_aug_range).
     cfg.data.transforms = ["random_flip", "random_crop"]
+    # random_resolution: bicubic down by a ratio drawn uniformly from [low, high] of the genuine
+    # image size, then back up (0 < low <= high <= 1). Training only.
+    cfg.data.resolution_aug_range = [0.25, 1.0]
     # Per-channel normalisation mean (RGB, images in [0, 1]).
     cfg.data.norm_mean = [0.485, 0.456, 0.406]
     # Per-channel normalisation std (RGB).
