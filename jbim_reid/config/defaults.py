@@ -175,7 +175,8 @@ def get_default_config() -> CN:
     cfg.mlr = CN()
     # Split seed; a split is a function of (seed, data.split_id).
     cfg.mlr.seed = 0
-    # Which images are LR: camera, per_id, camera_pair, half_images; '' = the dataset's own.
+    # Which images are LR: camera, random_camera (one drawn per split), per_id, camera_pair,
+    # half_images; '' = the dataset's own.
     cfg.mlr.lr_mode = ""
     # The LR camera (0-based) when lr_mode is camera.
     cfg.mlr.lr_camid = 1
@@ -189,6 +190,10 @@ def get_default_config() -> CN:
     cfg.mlr.train_lr = True
     # Gallery: one_random HR image per test id (the paper) or all HR images.
     cfg.mlr.gallery = "one_random"
+    # Random images kept per person per camera; 0 = all; -1 = the dataset's own (mlr_sysu: 3, else all).
+    cfg.mlr.images_per_camera = -1
+    # Train / test ids: random (drawn per split) or official (published split: mlr_cuhk03, mlr_market1501).
+    cfg.mlr.id_split = "random"
     # LR image / split cache folder; '' = <data.root>/jbim_cache (per-user fallback).
     cfg.mlr.cache_dir = ""
 
