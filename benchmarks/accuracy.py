@@ -1,25 +1,41 @@
-"""Accuracy of JBIM against plain torchreid on real cross-resolution data, every method in one run.
+"""Accuracy of JBIM against plain torchreid on real cross-resolution data, resumable, each to its plateau.
 
 Methods (``--methods``, all by default), trained with the same backbone, ImageNet weights, input
-size, epochs, schedule, batch size and splits:
+size, schedule shape, batch size and splits:
 
-  ========== ===================================================================================
-  plain      torchreid's backbone trained with ``torchreid.engine.ImageTripletEngine`` on the same
-             training images; LR probes are only resized
-  bicubic    bicubic + re-id: the HIM stage with ``jbim.sr bicubic`` and ``jbim.alpha 0`` (no
-             learned SR, no SR loss, no joint learning)
-  lim_only   stage-1 LIM (JBIM w/o HIM)
-  him_only   stage-1 HIM, SRCNN + re-id trained with L_HIM (JBIM w/o LIM)
-  him_lim    HIM and LIM trained independently, features concatenated (variant ``him_lim``)
-  jbim       the joint stage from the two stage-1 checkpoints (m = 1/2)
-  ensemble   JBIM 3-anchor ensemble (m = 1/2, 1/3, 1/4): per-probe Gaussian weights from the
-             genuine image sizes (``jbim_reid.ensemble``)
-  ========== ===================================================================================
+  ================== ===========================================================================
+  plain              torchreid's backbone trained with ``torchreid.engine.ImageTripletEngine`` on
+                     the same training images; LR probes are only resized
+  plain_resaug       the same with the plugin's ``random_resolution`` transform (bicubic down by a
+                     ratio in [1/4, 1] of the genuine size, then back up)
+  plain_time_matched plain torchreid given JBIM's whole training wall time on the split: epochs =
+                     JBIM's total stage seconds / plain's seconds per epoch on that split
+  bicubic            bicubic + re-id: the HIM stage with ``jbim.sr bicubic`` and ``jbim.alpha 0``
+  lim_only           stage-1 LIM (JBIM w/o HIM)
+  him_only           stage-1 HIM, SRCNN + re-id trained with L_HIM (JBIM w/o LIM)
+  him_lim            HIM and LIM trained independently, features concatenated (variant ``him_lim``)
+  jbim               the joint stage from the two stage-1 checkpoints (m = 1/2)
+  jbim_resaug        JBIM with every stage trained with ``random_resolution`` ([1/4, 1])
+  ensemble           JBIM 3-anchor ensemble (m = 1/2, 1/3, 1/4): per-probe Gaussian weights from
+                     the genuine image sizes (``jbim_reid.ensemble``)
+  ================== ===========================================================================
 
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
 only their own joint stage from those shared stage-1 models (``--anchor-training joint``, the
 default) or their own HIM stage and then the joint stage (``--anchor-training him_joint``).
+
+Epochs: ``--epochs E`` trains every stage E epochs (lr x0.1 after 2/3 of them). ``--plateau``
+instead searches each method's epochs, and for JBIM each stage's (HIM on ``him_only``, LIM on
+``lim_only``, then the joint stage on ``jbim`` from the stage-1 models at their plateaus): train E
+and 1.5E epochs (schedule scaled) on every split and accept E when the mean rank-1 over splits does
+not rise by more than the split spread (the larger std), else move E up by 1.5x. Each epoch count
+is trained once per split and method (the 1.5E run is the next step's E run), so a search that ends
+at E costs E0 + 1.5 E0 + ... + 1.5 E epochs per split.
+
+Resumable: every finished run (dataset, split, method, epochs) and every trained stage is recorded
+in the ``--out`` JSON at once (atomically); a re-run with the same recipe (the ``recipe`` block,
+fingerprinted) skips what is recorded and reuses stage checkpoints kept under ``--save-dir``.
 
 Every method is evaluated the same way: ``JBIMEngine``'s test (probe features of the LR query
 images, gallery features of the HR gallery images, Euclidean distances, the rank evaluator of
@@ -29,25 +45,29 @@ both sides.
 Usage (from the repository root)::
 
     JBIM_DATA_ROOT=../shared/data python benchmarks/accuracy.py --out accuracy.json
-    python benchmarks/accuracy.py --data-root ../shared/data --datasets caviar --splits 1 --epochs 2
-    python benchmarks/accuracy.py --paper --device cuda          # 256x128, 10 splits, 60 epochs
+    python benchmarks/accuracy.py --datasets caviar --splits 5 --methods plain,plain_resaug --plateau \\
+        --epochs 8 --out accuracy.json --save-dir run
+    python benchmarks/accuracy.py --paper --device cuda --budget-min 10   # splits/epochs that fit
+    python benchmarks/report.py accuracy.json                              # markdown tables
 
-Console: one line per stage and method per split, then a markdown table of mean ± std per method and
-dataset, the total time and a verdict on the paper's ordering. torchreid's own logs go to
-``<save-dir>/<dataset>/split_<k>/<stage>.log`` (``--verbose`` prints them too).
+torchreid's own logs go to ``<save-dir>/<dataset>/split_<k>/<stage>.log`` (``--verbose`` prints
+them too).
 """
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,40 +80,84 @@ from jbim_reid.cli import build_datamanager, run_stage
 from jbim_reid.config import (engine_run_kwargs, get_default_config, lr_scheduler_kwargs,
                               optimizer_kwargs)
 from jbim_reid.datasets import DATASETS
-from jbim_reid.engines import JBIMEngine, checkpoint_path
+from jbim_reid.engines import JBIMEngine
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
-from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
+from jbim_reid.models import load_jbim_checkpoint
+from jbim_reid.reports import rank_results, read_json, summarize_splits, write_json
+from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
-__all__ = ["METHODS", "ANCHORS", "DEFAULTS", "PAPER", "PlainFeatures", "SplitRunner", "build_config",
-           "ordering_verdict", "parse_args", "run", "main"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import results_markdown  # noqa: E402  (benchmarks/report.py, beside this script)
+
+__all__ = ["METHODS", "ANCHORS", "DEFAULTS", "PAPER", "COSTS", "PlainFeatures", "SplitRunner", "Records",
+           "build_config", "ordering_verdict", "plateau_search", "plan_budget", "parse_args", "run", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "weights" / "mobilenetv2_x1_0_imagenet.pth"
 
-METHODS = {  # --methods key -> row label of the table
+METHODS = {  # --methods key -> row label of the table (table and run order)
     "plain": "plain torchreid",
+    "plain_resaug": "plain torchreid + random resolution",
     "bicubic": "bicubic + re-id",
     "lim_only": "LIM only",
     "him_only": "HIM only",
     "him_lim": "HIM+LIM independent",
     "jbim": "JBIM",
+    "jbim_resaug": "JBIM + random resolution",
     "ensemble": "JBIM 3-anchor ensemble",
+    "plain_time_matched": "plain torchreid, JBIM's training time",
 }
+# Stage kinds whose epochs each method needs (an "epoch spec" maps these kinds to epochs)
+KINDS = ("plain", "him", "lim", "joint")
+_BASE_KINDS = {"plain": ("plain",), "bicubic": ("him",), "lim_only": ("lim",), "him_only": ("him",),
+               "him_lim": ("him", "lim"), "jbim": ("him", "lim", "joint"),
+               "ensemble": ("him", "lim", "joint")}
 ANCHORS = (1 / 2, 1 / 3, 1 / 4)  # ratios m of the ensemble's anchor models; the first is JBIM's
 SIGMA = 0.5  # Gaussian width of the anchor weights (JBIM Eq. 18)
-# About 2 hours on an idle 2-core CPU for both datasets and every method (estimated from per-epoch
-# measurements, see docs/BENCHMARKS.md); too short for accuracy near the paper's (GPU and --paper).
+RESAUG_RANGE = (0.25, 1.0)  # ratio range of random_resolution in the *_resaug methods
 DEFAULTS = dict(datasets="caviar,mlr_viper", splits=2, epochs=4, height=128, width=64, batch_size=32)
 PAPER = dict(splits=10, epochs=60, height=256, width=128, batch_size=32)  # --paper
+ISSUE_RUN = dict(caviar=5, mlr_viper=3)  # splits per dataset of the CPU comparison (issue 8)
+PLATEAU_GROWTH = 1.5  # --plateau compares E with round(1.5 E) epochs
 ORDERING = (("jbim", "him_only"), ("jbim", "lim_only"), ("jbim", "plain"), ("him_only", "plain"),
             ("lim_only", "plain"))  # (above, below) pairs of the paper's ordering (Table 3)
-SHOWN_METRICS = ("rank1", "rank5", "rank10", "mAP")
+# Seconds per epoch of each stage kind (its one test included) at 128x64, batch 32, on CAVIAR (500
+# training images); H100 from docs/BENCHMARKS.md. --budget-min scales by input pixels and by the
+# dataset's training items per epoch (MLR-VIPeR: 2.5x CAVIAR); --costs replaces the table by the
+# measured figures of an earlier report.
+COSTS = {"cuda": {"plain": 1.5, "bicubic": 2.8, "him": 2.9, "lim": 2.0, "joint": 5.0},
+         "cpu": {"plain": 6.4, "bicubic": 17.0, "him": 50.0, "lim": 10.0, "joint": 62.0}}
+DATASET_COST = {"caviar": 1.0, "mlr_viper": 2.5}  # epoch cost relative to CAVIAR (others: 2.5)
+STAGE_OVERHEAD_S = 15.0  # model build, test and checkpoint per trained stage (budget planner)
 
 
-def _stage_name(prefix: str, ratio: float) -> str:
-    """Folder-safe stage name, e.g. ``him_m1-2`` for HIM at m = 1/2."""
-    return f"{prefix}_m{ratio_label(ratio).replace('/', '-')}"
+def _base(method: str) -> str:
+    """``jbim_resaug`` -> ``jbim``; ``plain_time_matched`` -> ``plain``."""
+    return {"plain_time_matched": "plain"}.get(method, method.replace("_resaug", ""))
+
+
+def _resaug(method: str) -> bool:
+    return method.endswith("_resaug")
+
+
+def method_kinds(method: str) -> Tuple[str, ...]:
+    """Stage kinds whose epochs ``method`` (or a ``<base>_resaug`` variant) depends on."""
+    return _BASE_KINDS[_base(method)]
+
+
+def spec_label(spec: Mapping[str, int]) -> str:
+    """``{'him': 8, 'lim': 12}`` -> ``'him=8,lim=12'`` (kinds in :data:`KINDS` order)."""
+    return ",".join(f"{k}={spec[k]}" for k in KINDS if k in spec)
+
+
+def next_epochs(epochs: int) -> int:
+    """The plateau search's next epoch count: ``round(1.5 E)``, at least ``E + 1``."""
+    return max(epochs + 1, int(round(epochs * PLATEAU_GROWTH)))
+
+
+def _stepsize(epochs: int) -> int:
+    return max(1, round(epochs * 2 / 3))  # lr x0.1 after two thirds of the epochs
 
 
 class PlainFeatures(nn.Module):
@@ -129,7 +193,7 @@ def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:
         split_id (int): split index.
 
     Returns:
-        CfgNode: frozen config; stages clone it to change ``jbim.*``.
+        CfgNode: frozen config; stages clone it to change epochs, transforms and ``jbim.*``.
     """
     cfg = get_default_config()
     cfg.use_gpu = args.device == "cuda"
@@ -142,10 +206,11 @@ def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:
     cfg.data.workers = args.workers
     cfg.data.split_id = split_id
     cfg.data.height, cfg.data.width = args.height, args.width
+    cfg.data.resolution_aug_range = list(RESAUG_RANGE)
     cfg.train.max_epoch = args.epochs
     cfg.train.batch_size = args.batch_size
     cfg.train.lr_scheduler = "single_step"
-    cfg.train.stepsize = [args.stepsize]
+    cfg.train.stepsize = [_stepsize(args.epochs)]
     cfg.train.print_freq = 10
     cfg.train.seed = args.seed
     cfg.test.eval_freq = -1
@@ -154,25 +219,48 @@ def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:
     return cfg
 
 
-def _with(cfg: CN, **jbim) -> CN:
-    """A frozen copy of ``cfg`` with ``jbim.<key> = value`` for each keyword."""
+def _with(cfg: CN, epochs: Optional[int] = None, resaug: bool = False, **jbim) -> CN:
+    """A frozen copy of ``cfg`` with ``epochs`` (schedule scaled), ``random_resolution`` and ``jbim.*``."""
     cfg = cfg.clone()
     cfg.defrost()
+    if epochs is not None:
+        cfg.train.max_epoch = epochs
+        cfg.train.stepsize = [_stepsize(epochs)]
+    if resaug and RESAUG_TRANSFORM not in cfg.data.transforms:
+        cfg.data.transforms = list(cfg.data.transforms) + [RESAUG_TRANSFORM]
     for key, value in jbim.items():
         setattr(cfg.jbim, key, value)
     cfg.freeze()
     return cfg
 
 
+def _stage_name(prefix: str, ratio: Optional[float] = None, resaug: bool = False, **epochs: int) -> str:
+    """Folder-safe stage name, e.g. ``him_m1-2_e12`` or ``joint_m1-3_ra_h12_l8_e18``."""
+    parts = [prefix]
+    if ratio is not None:
+        parts.append(f"m{ratio_label(ratio).replace('/', '-')}")
+    if resaug:
+        parts.append("ra")
+    parts += [f"{k}{v}" for k, v in epochs.items()]
+    return "_".join(parts)
+
+
 @dataclass
 class Stage:
     """One trained (or test-only) model of a split: its evaluation, checkpoint and cost."""
 
-    results: dict  # JBIMEngine.last_results[dataset]: distmat, pids, camids, hw, cmc, mAP
-    seconds: float  # wall time of the stage alone (training + its evaluation)
+    results: Optional[dict]  # JBIMEngine.last_results[dataset]; None until evaluated (reused stages)
+    seconds: float  # wall time of the stage alone (training + its evaluation), when it was trained
     epochs: int  # epochs trained (0 for test-only stages)
     checkpoint: str = ""
     deps: Tuple[str, ...] = ()  # stages whose checkpoints this one starts from
+    evaluate: Optional[Callable[[str], dict]] = None  # checkpoint -> results, for a reused stage
+
+    def record(self) -> dict:
+        """The JSON form (without results)."""
+        return {"seconds": self.seconds, "epochs": self.epochs, "checkpoint": self.checkpoint,
+                "seconds_per_epoch": self.seconds / self.epochs if self.epochs else None,
+                "starts_from": list(self.deps)}
 
 
 @dataclass
@@ -181,24 +269,36 @@ class SplitRunner:
 
     Args:
         cfg (CfgNode): split config from :func:`build_config`.
-        datamanager: ``torchreid.data.ImageDataManager`` of the split.
         save_dir (str): checkpoints and logs of the split.
         anchor_training (str): ``joint`` or ``him_joint`` (see the module docstring).
         verbose (bool): print torchreid's logs instead of only writing them to files.
         progress (callable): prints one progress line.
+        stage_records (dict): stage name -> :meth:`Stage.record` of earlier runs; a stage whose
+            checkpoint still exists is reused, and every stage trained here is added (see
+            ``on_stage``).
+        on_stage (callable): called after each stage is trained (e.g. to save the records).
     """
 
     cfg: CN
-    datamanager: object
     save_dir: str
     anchor_training: str = "joint"
     verbose: bool = False
     progress: Callable[[str], None] = print
+    stage_records: Dict[str, dict] = field(default_factory=dict)
+    on_stage: Callable[[], None] = lambda: None
     stages: Dict[str, Stage] = field(default_factory=dict)
+    _datamanagers: Dict[bool, object] = field(default_factory=dict)
 
     @property
     def dataset(self) -> str:
         return self.cfg.data.targets[0]
+
+    def datamanager(self, resaug: bool = False):
+        """The split's ``ImageDataManager``; with ``resaug`` its train transform has ``random_resolution``."""
+        if resaug not in self._datamanagers:
+            with self.logged("datamanager_ra" if resaug else "datamanager"):
+                self._datamanagers[resaug] = build_datamanager(_with(self.cfg, resaug=resaug))
+        return self._datamanagers[resaug]
 
     @contextlib.contextmanager
     def logged(self, name: str):
@@ -212,8 +312,14 @@ class SplitRunner:
             yield
 
     def _run(self, name: str, description: str, epochs: int, train: Callable[[], Tuple[dict, str]],
-             deps: Sequence[str] = ()) -> Stage:
+             deps: Sequence[str] = (), evaluate: Optional[Callable[[str], dict]] = None) -> Stage:
         if name in self.stages:
+            return self.stages[name]
+        old = self.stage_records.get(name)
+        if old and evaluate is not None and old.get("checkpoint") and os.path.isfile(old["checkpoint"]):
+            self.progress(f"  stage {name}: reused ({old['checkpoint']}, trained in {old['seconds']:.1f} s)")
+            self.stages[name] = Stage(None, old["seconds"], old["epochs"], old["checkpoint"],
+                                      tuple(old["starts_from"]), evaluate)
             return self.stages[name]
         what = f"{epochs} epochs" if epochs else "test only"
         self.progress(f"  stage {name} ({description}): {what} ...")
@@ -224,25 +330,52 @@ class SplitRunner:
         per_epoch = f" ({seconds / epochs:.1f} s/epoch, its test included)" if epochs else ""
         self.progress(f"  stage {name}: {seconds:.1f} s{per_epoch}")
         self.stages[name] = Stage(results, seconds, epochs, checkpoint, tuple(deps))
+        self.stage_records[name] = self.stages[name].record()
+        self.on_stage()
         return self.stages[name]
+
+    def results(self, stage: Stage) -> dict:
+        """The stage's evaluation, testing its checkpoint when the stage was reused from an earlier run."""
+        if stage.results is None:
+            with self.logged("reused_test"):
+                stage.results = stage.evaluate(stage.checkpoint)
+        return stage.results
+
+    def _test_checkpoint(self, path: str) -> dict:
+        """JBIMEngine's test of the JBIM checkpoint at ``path`` on the split."""
+        use_gpu = bool(self.cfg.use_gpu)
+        model = load_jbim_checkpoint(path)
+        model = model.cuda() if use_gpu else model
+        optimizer = torchreid.optim.build_optimizer(model, **optimizer_kwargs(self.cfg))
+        engine = JBIMEngine(self.datamanager(), model, optimizer, use_gpu=use_gpu)
+        engine.test(dist_metric=self.cfg.test.dist_metric, normalize_feature=self.cfg.test.normalize_feature,
+                    ranks=list(self.cfg.test.ranks))
+        self.datamanager().train_loader.dataset.pair_views = False
+        return engine.last_results[self.dataset]
 
     def _jbim_stage(self, name: str, description: str, cfg: CN, stage: str, variant: str,
                     him: Optional[Stage] = None, lim: Optional[Stage] = None,
-                    train_epochs: bool = True, deps: Sequence[str] = ()) -> Stage:
+                    train_epochs: bool = True, deps: Sequence[str] = (), resaug: bool = False) -> Stage:
         def train():
-            engine, checkpoint = run_stage(cfg, self.datamanager, stage, os.path.join(self.save_dir, name),
-                                           variant, him.checkpoint if him else "",
-                                           lim.checkpoint if lim else "", train_epochs=train_epochs)
+            engine, checkpoint = run_stage(cfg, self.datamanager(resaug), stage,
+                                           os.path.join(self.save_dir, name), variant,
+                                           him.checkpoint if him else "", lim.checkpoint if lim else "",
+                                           train_epochs=train_epochs)
             return engine.last_results[self.dataset], checkpoint
 
-        return self._run(name, description, cfg.train.max_epoch if train_epochs else 0, train, deps)
+        return self._run(name, description, cfg.train.max_epoch if train_epochs else 0, train, deps,
+                         evaluate=self._test_checkpoint)
 
-    def plain(self) -> Stage:
-        """torchreid's backbone + ``ImageTripletEngine``, evaluated through ``JBIMEngine``'s test."""
-        cfg = self.cfg
+    def plain(self, epochs: int, resaug: bool = False, name: str = "") -> Stage:
+        """torchreid's backbone + ``ImageTripletEngine``, evaluated through ``JBIMEngine``'s test.
+
+        Its checkpoint is deleted at once: every method that needs the plain model is recorded.
+        """
+        cfg = _with(self.cfg, epochs, resaug)
+        name = name or _stage_name("plain", resaug=resaug, e=epochs)
 
         def train():
-            dm = self.datamanager
+            dm = self.datamanager(resaug)
             dm.train_loader.dataset.pair_views = False  # one image per item, as torchreid's own data
             torchreid.utils.set_random_seed(cfg.train.seed)
             model = torchreid.models.build_model(cfg.model.name, num_classes=dm.num_train_pids,
@@ -258,7 +391,7 @@ class SplitRunner:
                 dm, model, optimizer, margin=cfg.loss.triplet.margin, weight_t=cfg.loss.triplet.weight_t,
                 weight_x=cfg.loss.triplet.weight_x, scheduler=scheduler, use_gpu=use_gpu,
                 label_smooth=cfg.loss.softmax.label_smooth)
-            save_dir = os.path.join(self.save_dir, "plain")
+            save_dir = os.path.join(self.save_dir, name)
             # run() ends with torchreid's own test; ranks=[1] keeps it valid on galleries smaller than
             # 20 ids. The reported figures come from the JBIMEngine evaluation below.
             engine.run(**{**engine_run_kwargs(cfg), "save_dir": save_dir, "ranks": [1]})
@@ -266,45 +399,54 @@ class SplitRunner:
             evaluator.test(dist_metric=cfg.test.dist_metric, normalize_feature=cfg.test.normalize_feature,
                            ranks=list(cfg.test.ranks))
             dm.train_loader.dataset.pair_views = False  # JBIMEngine switched it on
-            checkpoint = checkpoint_path(save_dir, cfg.train.max_epoch)
-            return evaluator.last_results[self.dataset], checkpoint
+            shutil.rmtree(os.path.join(save_dir, "model"), ignore_errors=True)
+            return evaluator.last_results[self.dataset], ""
 
-        return self._run("plain", f"torchreid {cfg.model.name}, ImageTripletEngine",
-                         cfg.train.max_epoch, train)
+        augmented = ", random_resolution" if resaug else ""
+        return self._run(name, f"torchreid {cfg.model.name}, ImageTripletEngine{augmented}", epochs, train)
 
-    def him(self, ratio: float = ANCHORS[0]) -> Stage:
+    def him(self, epochs: int, ratio: float = ANCHORS[0], resaug: bool = False) -> Stage:
         """Stage-1 HIM (SRCNN + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``."""
-        return self._jbim_stage(_stage_name("him", ratio), f"SR + HIM, m={ratio_label(ratio)}",
-                                _with(self.cfg, ratio=ratio), "him", "him")
+        return self._jbim_stage(_stage_name("him", ratio, resaug, e=epochs),
+                                f"SR + HIM, m={ratio_label(ratio)}",
+                                _with(self.cfg, epochs, resaug, ratio=ratio),
+                                "him", "him", resaug=resaug)
 
-    def lim(self) -> Stage:
+    def lim(self, epochs: int, resaug: bool = False) -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
-        return self._jbim_stage("lim", f"LIM, m={ratio_label(ANCHORS[0])}", self.cfg, "lim", "lim")
+        return self._jbim_stage(_stage_name("lim", None, resaug, e=epochs),
+                                f"LIM, m={ratio_label(ANCHORS[0])}",
+                                _with(self.cfg, epochs, resaug), "lim", "lim", resaug=resaug)
 
-    def bicubic(self) -> Stage:
+    def bicubic(self, epochs: int) -> Stage:
         """HIM with bicubic upscaling instead of learned SR and no SR loss."""
-        return self._jbim_stage("him_bicubic", "bicubic + HIM, no SR loss",
-                                _with(self.cfg, sr="bicubic", alpha=0.0), "him", "him")
+        return self._jbim_stage(_stage_name("him_bicubic", e=epochs), "bicubic + HIM, no SR loss",
+                                _with(self.cfg, epochs, sr="bicubic", alpha=0.0), "him", "him")
 
-    def him_lim(self) -> Stage:
+    def him_lim(self, spec: Mapping[str, int]) -> Stage:
         """HIM and LIM of stage 1 side by side, features concatenated (no training)."""
-        him, lim = self.him(), self.lim()
-        return self._jbim_stage("him_lim", "stage-1 HIM + LIM concatenated", self.cfg, "joint", "him_lim",
-                                him, lim, train_epochs=False, deps=(_stage_name("him", ANCHORS[0]), "lim"))
+        him, lim = self.him(spec["him"]), self.lim(spec["lim"])
+        return self._jbim_stage(_stage_name("him_lim", h=spec["him"], l=spec["lim"]),
+                                "stage-1 HIM + LIM concatenated", self.cfg, "joint", "him_lim", him, lim,
+                                train_epochs=False, deps=(self._name(him), self._name(lim)))
 
-    def joint(self, ratio: float = ANCHORS[0]) -> Stage:
+    def _name(self, stage: Stage) -> str:
+        return next(n for n, s in self.stages.items() if s is stage)
+
+    def joint(self, spec: Mapping[str, int], ratio: float = ANCHORS[0], resaug: bool = False) -> Stage:
         """The joint stage at ratio ``ratio`` from stage-1 HIM and LIM (a fresh FFN)."""
         him_ratio = ratio if self.anchor_training == "him_joint" else ANCHORS[0]
-        him, lim = self.him(him_ratio), self.lim()
-        him_name = _stage_name("him", him_ratio)
-        return self._jbim_stage(_stage_name("joint", ratio),
-                                f"JBIM joint, m={ratio_label(ratio)}, from {him_name} + lim",
-                                _with(self.cfg, ratio=ratio), "joint", "jbim", him, lim,
-                                deps=(him_name, "lim"))
+        him, lim = self.him(spec["him"], him_ratio, resaug), self.lim(spec["lim"], resaug)
+        him_name, lim_name = self._name(him), self._name(lim)
+        name = _stage_name("joint", ratio, resaug, h=spec["him"], l=spec["lim"], e=spec["joint"])
+        return self._jbim_stage(name, f"JBIM joint, m={ratio_label(ratio)}, from {him_name} + {lim_name}",
+                                _with(self.cfg, spec["joint"], resaug, ratio=ratio), "joint", "jbim",
+                                him, lim,
+                                deps=(him_name, lim_name), resaug=resaug)
 
-    def ensemble(self) -> dict:
+    def ensemble(self, spec: Mapping[str, int]) -> dict:
         """Fused distances of the anchor JBIM models, ranked; returns results like ``last_results``."""
-        anchors = [self.joint(m).results for m in ANCHORS]
+        anchors = [self.results(self.joint(spec, m)) for m in ANCHORS]
         first = anchors[0]
         for m, res in zip(ANCHORS[1:], anchors[1:]):
             for key in ("q_pids", "g_pids", "q_camids", "g_camids"):
@@ -321,27 +463,33 @@ class SplitRunner:
         return {**first, "distmat": distmat, "cmc": np.asarray(cmc), "mAP": float(mAP),
                 "mean_weights": weights.mean(axis=0).tolist()}
 
-    def method(self, name: str) -> dict:
-        """Evaluation results of method ``name`` (a key of :data:`METHODS`)."""
-        if name == "ensemble":
-            return self.ensemble()
-        stage = {"plain": self.plain, "bicubic": self.bicubic, "lim_only": self.lim,
-                 "him_only": self.him, "him_lim": self.him_lim, "jbim": self.joint}[name]()
-        return stage.results
+    def _direct_stages(self, method: str, spec: Mapping[str, int]) -> List[Stage]:
+        base, resaug = _base(method), _resaug(method)
+        if base == "plain":
+            return [self.plain(spec["plain"], resaug)]
+        if base == "ensemble":
+            return [self.joint(spec, m) for m in ANCHORS]
+        return [{"bicubic": lambda: self.bicubic(spec["him"]),
+                 "lim_only": lambda: self.lim(spec["lim"], resaug),
+                 "him_only": lambda: self.him(spec["him"], ANCHORS[0], resaug),
+                 "him_lim": lambda: self.him_lim(spec),
+                 "jbim": lambda: self.joint(spec, ANCHORS[0], resaug)}[base]()]
 
-    def method_stages(self, name: str) -> List[str]:
-        """Stages (transitively) behind method ``name``, for its cost."""
-        direct = {"plain": ["plain"], "bicubic": ["him_bicubic"], "lim_only": ["lim"],
-                  "him_only": [_stage_name("him", ANCHORS[0])], "him_lim": ["him_lim"],
-                  "jbim": [_stage_name("joint", ANCHORS[0])],
-                  "ensemble": [_stage_name("joint", m) for m in ANCHORS]}[name]
+    def method(self, method: str, spec: Mapping[str, int]) -> dict:
+        """Evaluation results of ``method`` (a key of :data:`METHODS` or ``<base>_resaug``) at ``spec``."""
+        if _base(method) == "ensemble":
+            return self.ensemble(spec)
+        return self.results(self._direct_stages(method, spec)[0])
+
+    def method_stages(self, method: str, spec: Mapping[str, int]) -> List[str]:
+        """Stages (transitively) behind ``method`` at ``spec``, for its cost."""
+        names = [self._name(s) for s in self._direct_stages(method, spec)]
         seen: List[str] = []
-        todo = list(direct)
-        while todo:
-            stage = todo.pop(0)
-            if stage not in seen and stage in self.stages:
-                seen.append(stage)
-                todo.extend(self.stages[stage].deps)
+        while names:
+            name = names.pop(0)
+            if name not in seen:
+                seen.append(name)
+                names.extend(self.stages[name].deps)
         return seen
 
     def cleanup_checkpoints(self) -> None:
@@ -350,6 +498,191 @@ class SplitRunner:
             if "model" in dirs:
                 shutil.rmtree(os.path.join(root, "model"))
                 dirs.remove("model")
+
+
+class Records:
+    """The ``--out`` JSON as a store of finished runs and trained stages, saved after every change.
+
+    Layout: ``datasets.<name>.splits.<k>.runs.<method>.<spec label>`` (metrics, seconds, epochs,
+    stages, code version) and ``datasets.<name>.splits.<k>.stages.<stage>``; :func:`run` derives the
+    per-method results (``splits.<k>.methods.<method>``), summaries and plateaus from them.
+
+    Args:
+        path (str): the JSON file ('' keeps the records in memory only).
+        report (dict): header fields (benchmark, command, settings, recipe, machine, ...).
+        restart (bool): ignore the records already in ``path``.
+
+    Raises:
+        SystemExit: (code 2) when ``path`` holds records of another recipe and ``restart`` is False.
+    """
+
+    def __init__(self, path: str, report: dict, restart: bool = False):
+        self.path = path
+        old = read_json(path) if path and os.path.isfile(path) and not restart else None
+        if old is not None and old.get("recipe_fingerprint") != report["recipe_fingerprint"]:
+            theirs, ours = old.get("recipe", {}), report["recipe"]
+            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            print(f"error: --out '{path}' holds results of another recipe (differs in: {', '.join(differ)}); "
+                  "pass another --out, or --restart to discard them", file=sys.stderr)
+            raise SystemExit(2)
+        self.report = report
+        self.report["commands"] = (old or {}).get("commands", []) + [report["command"]]
+        self.report["datasets"] = (old or {}).get("datasets", {})
+
+    def split(self, dataset: str, split_id: int) -> dict:
+        """The record of one split (created empty when missing)."""
+        entry = self.report["datasets"].setdefault(dataset, {}).setdefault("splits", {})
+        return entry.setdefault(str(split_id), {"runs": {}, "stages": {}})
+
+    def run(self, dataset: str, split_id: int, method: str, spec: Mapping[str, int]) -> Optional[dict]:
+        """The recorded run, or None."""
+        return self.split(dataset, split_id)["runs"].get(method, {}).get(spec_label(spec))
+
+    def add_run(self, dataset: str, split_id: int, method: str, spec: Mapping[str, int], entry: dict) -> None:
+        self.split(dataset, split_id)["runs"].setdefault(method, {})[spec_label(spec)] = entry
+        self.save()
+
+    def save(self) -> None:
+        if self.path:
+            write_json(self.report, self.path)
+
+
+def plateau_search(evaluate: Callable[[int], List[float]], start: int, max_epochs: int,
+                   progress: Callable[[str], None] = print) -> dict:
+    """Epochs at which more training (x1.5) no longer raises mean rank-1 by more than the split spread.
+
+    Args:
+        evaluate (callable): epochs -> rank-1 per split (trains or reads records).
+        start (int): first epoch count E0.
+        max_epochs (int): the search stops at the largest E whose 1.5 E would exceed this.
+
+    Returns:
+        dict: ``epochs`` (accepted E), ``status`` (``plateau`` or ``max_epochs``) and ``trace``, one
+        ``{epochs, next_epochs, mean, next_mean, std, next_std, gain, spread}`` per step.
+    """
+    epochs, trace = start, []
+    while True:
+        bigger = next_epochs(epochs)
+        if bigger > max_epochs:
+            return {"epochs": epochs, "status": "max_epochs", "trace": trace}
+        a, b = np.asarray(evaluate(epochs), float), np.asarray(evaluate(bigger), float)
+        step = {"epochs": epochs, "next_epochs": bigger, "mean": a.mean(), "next_mean": b.mean(),
+                "std": a.std(), "next_std": b.std(), "gain": b.mean() - a.mean(),
+                "spread": max(a.std(), b.std())}
+        trace.append({k: float(v) if isinstance(v, np.floating) else v for k, v in step.items()})
+        progress(f"  plateau: {epochs} -> {bigger} epochs: mean rank-1 {a.mean():.1f} -> {b.mean():.1f} "
+                 f"(gain {step['gain']:+.1f}, spread {step['spread']:.1f})")
+        if step["gain"] <= step["spread"]:
+            return {"epochs": epochs, "status": "plateau", "trace": trace}
+        epochs = bigger
+
+
+def _search_plan(method: str) -> List[Tuple[str, str]]:
+    """``(kind, probe method)`` pairs searched in turn for ``method``'s epochs (``--plateau``)."""
+    base, tag = _base(method), "_resaug" if _resaug(method) else ""
+    him = ("him", "him_only" + tag)
+    lim = ("lim", "lim_only" + tag)
+    return {"plain": [("plain", method)], "bicubic": [("him", "bicubic")], "lim_only": [lim],
+            "him_only": [him], "him_lim": [him, lim], "jbim": [him, lim, ("joint", "jbim" + tag)],
+            "ensemble": [him, lim, ("joint", "jbim")]}[base]
+
+
+def plan_budget(budget_min: float, methods: Sequence[str], datasets: Sequence[str],
+                costs: Mapping[str, float], max_splits: int, max_epochs: int, min_epochs: int = 2,
+                pixels_scale: float = 1.0) -> dict:
+    """Splits and epochs that fit ``budget_min`` minutes, from per-epoch costs of each stage kind.
+
+    Epochs first: the most that fit one split of every dataset, at most ``max_epochs``; then as
+    many splits as fit at those epochs, at most ``max_splits``.
+
+    Args:
+        budget_min (float): wall-clock budget in minutes.
+        methods (sequence of str): methods to run (stages they share are counted once per split).
+        datasets (sequence of str): dataset names (epoch cost scaled by :data:`DATASET_COST`).
+        costs (mapping): stage kind (``plain``, ``bicubic``, ``him``, ``lim``, ``joint``) -> seconds
+            per epoch on CAVIAR at the measured input size.
+        max_splits, max_epochs (int): upper bounds. ``min_epochs``: below this nothing is planned.
+        pixels_scale (float): input pixels relative to the measured size (the cost scales with it).
+
+    Returns:
+        dict: ``splits``, ``epochs``, ``estimated_seconds`` and ``seconds_per_split`` (per dataset).
+
+    Raises:
+        ValueError: when not even one split at ``min_epochs`` fits.
+    """
+    counts = _stage_counts(methods)
+    per_epoch = sum(costs[kind] * count for kind, count in counts.items()) * pixels_scale
+    stages = sum(counts.values())
+
+    def split_seconds(dataset: str, epochs: int) -> float:
+        return DATASET_COST.get(dataset, 2.5) * per_epoch * epochs + STAGE_OVERHEAD_S * stages
+
+    def all_datasets(epochs: int) -> float:
+        return sum(split_seconds(d, epochs) for d in datasets)
+
+    budget = budget_min * 60.0
+    fits = [e for e in range(min_epochs, max_epochs + 1) if all_datasets(e) <= budget]
+    if not fits:
+        raise ValueError(f"--budget-min {budget_min:g}: not even one split of {', '.join(datasets)} at "
+                         f"{min_epochs} epochs fits ({all_datasets(min_epochs) / 60:.1f} min estimated)")
+    epochs = max(fits)
+    splits = max(1, min(max_splits, int(budget // all_datasets(epochs))))
+    return {"splits": splits, "epochs": epochs, "estimated_seconds": splits * all_datasets(epochs),
+            "seconds_per_split": {d: split_seconds(d, epochs) for d in datasets}}
+
+
+def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
+    """Trained stages per split by kind for ``methods`` (shared stages counted once).
+
+    ``plain_time_matched`` costs as much as JBIM's stages; anchors are counted as joint stages
+    (``--anchor-training joint``).
+    """
+    stages = set()
+    for method in methods:
+        base, ra = _base(method), "ra" if _resaug(method) else ""
+        if method == "plain_time_matched":
+            stages |= {("him", "tm"), ("lim", "tm"), ("joint", "tm")}
+        elif base == "plain":
+            stages.add(("plain", method))
+        elif base == "bicubic":
+            stages.add(("bicubic", ""))
+        elif base == "lim_only":
+            stages.add(("lim", ra))
+        elif base == "him_only":
+            stages.add(("him", ra))
+        elif base == "him_lim":
+            stages |= {("him", ra), ("lim", ra)}
+        else:  # jbim, jbim_resaug, ensemble
+            stages |= {("him", ra), ("lim", ra), ("joint", ra)}
+            if base == "ensemble":
+                stages |= {("joint", f"m{m}") for m in ANCHORS[1:]}
+    counts: Dict[str, int] = {}
+    for kind, _ in stages:
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def measured_costs(report_path: str) -> Dict[str, float]:
+    """Per-epoch seconds by stage kind from the stage records of an earlier report (CAVIAR-equivalent).
+
+    Args:
+        report_path (str): a JSON report written by this script.
+
+    Returns:
+        dict: kind -> median seconds per epoch, divided by the dataset's :data:`DATASET_COST`.
+    """
+    samples: Dict[str, List[float]] = {}
+    for dataset, entry in read_json(report_path).get("datasets", {}).items():
+        for split in entry.get("splits", {}).values():
+            for name, stage in split.get("stages", {}).items():
+                if not stage.get("seconds_per_epoch"):
+                    continue
+                kind = "bicubic" if name.startswith("him_bicubic") else name.split("_")[0]
+                per_epoch = stage["seconds_per_epoch"] / DATASET_COST.get(dataset, 2.5)
+                samples.setdefault(kind, []).append(per_epoch)
+    if not samples:
+        raise ValueError(f"{report_path}: no timed stages to take costs from")
+    return {k: float(np.median(v)) for k, v in samples.items()}
 
 
 def ordering_verdict(summaries: Dict[str, dict], metric: str = "rank1") -> Tuple[str, List[dict]]:
@@ -396,11 +729,27 @@ def ordering_verdict(summaries: Dict[str, dict], metric: str = "rank1") -> Tuple
     return f"paper ordering on {metric} {head}{note}: " + "; ".join(parts), checks
 
 
+def code_version() -> dict:
+    """``{'commit': hash or None, 'dirty': bool or None}`` of the repository this script is in."""
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        status = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if head.returncode:
+        return {"commit": None, "dirty": None}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def _machine(device: str) -> dict:
     info = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "torchreid": getattr(torchreid, "__version__", "unknown"),
-            "jbim_reid": jbim_reid.__version__, "platform": platform.platform(), "device": device}
+            "jbim_reid": jbim_reid.__version__, "platform": platform.platform(), "node": platform.node(),
+            "device": device}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -443,6 +792,18 @@ def _positive(value: str) -> int:
     return number
 
 
+def _splits_per_dataset(value: str) -> Dict[str, int]:
+    """``caviar=5,mlr_viper=3`` -> ``{'caviar': 5, 'mlr_viper': 3}``."""
+    out = {}
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, _, count = part.partition("=")
+        if name not in DATASETS or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected NAME=COUNT pairs of registered datasets "
+                                             f"(e.g. caviar=5,mlr_viper=3), got {part!r}")
+        out[name] = int(count)
+    return out
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse and check the command line (data root, datasets and weights exist; budget filled in).
 
@@ -450,7 +811,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         argv (list of str, optional): arguments; None reads ``sys.argv``.
 
     Returns:
-        argparse.Namespace: with ``weights`` '' for ``--weights none`` and ``stepsize`` set.
+        argparse.Namespace: with ``weights`` '' for ``--weights none``, ``stepsize`` set and
+        ``split_ids_of`` (dataset -> split indices).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("JBIM_DATA_ROOT", ""),
@@ -460,12 +822,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--splits", type=_positive, default=None,
                         help=f"number of splits, 0..N-1 (default: {DEFAULTS['splits']}; "
                              f"--paper: {PAPER['splits']})")
+    parser.add_argument("--splits-per-dataset", type=_splits_per_dataset, default=None,
+                        help="NAME=COUNT pairs overriding --splits per dataset, e.g. caviar=5,mlr_viper=3 "
+                             "(--issue-run sets this)")
     parser.add_argument("--split-ids", type=_split_ids, default=None,
                         help="comma-separated split indices to run instead of 0..N-1 (e.g. to share "
                              "the splits out over machines)")
     parser.add_argument("--epochs", type=_positive, default=None,
-                        help=f"epochs of every training stage (default: {DEFAULTS['epochs']}; "
-                             f"--paper: {PAPER['epochs']})")
+                        help=f"epochs of every training stage, or the first E of --plateau "
+                             f"(default: {DEFAULTS['epochs']}; --paper: {PAPER['epochs']})")
+    parser.add_argument("--plateau", action="store_true",
+                        help="search each method's (and each JBIM stage's) epochs: E vs 1.5E until mean "
+                             "rank-1 rises by no more than the split spread")
+    parser.add_argument("--max-epochs", type=_positive, default=120,
+                        help="--plateau never trains more epochs than this (default: 120)")
     parser.add_argument("--height", type=_positive, default=None,
                         help=f"input height (default: {DEFAULTS['height']}; --paper: {PAPER['height']})")
     parser.add_argument("--width", type=_positive, default=None,
@@ -474,6 +844,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help=f"training batch size, a multiple of 4 (default: {DEFAULTS['batch_size']})")
     parser.add_argument("--paper", action="store_true",
                         help="paper-sized recipe: 256x128 input, 10 splits, 60 epochs per stage")
+    parser.add_argument("--issue-run", action="store_true",
+                        help="the CPU comparison of issue 8: CAVIAR on 5 splits, MLR-VIPeR on 3 "
+                             "(128x64, MobileNetV2 from ../shared/weights)")
+    parser.add_argument("--budget-min", type=float, default=None,
+                        help="choose splits and epochs that finish within this many minutes, from "
+                             "per-epoch costs (--costs, else the built-in table); not with --plateau")
+    parser.add_argument("--costs", default="",
+                        help="an earlier JSON report whose stage timings replace the built-in cost table "
+                             "of --budget-min")
     parser.add_argument("--methods", type=_methods, default=list(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     parser.add_argument("--anchor-training", choices=("joint", "him_joint"), default="joint",
@@ -493,11 +872,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="torch CPU threads (default: torch's own choice, one per core)")
     parser.add_argument("--seed", type=int, default=1,
                         help="training seed (torchreid.utils.set_random_seed; default: 1)")
-    parser.add_argument("--out", default="", help="write the results as JSON to this file")
+    parser.add_argument("--out", default="",
+                        help="JSON report; every finished run is recorded there at once and skipped "
+                             "when the same recipe is run again")
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore (and overwrite) the records already in --out")
     parser.add_argument("--save-dir", default="",
-                        help="checkpoints and logs (default: a new temporary folder)")
-    parser.add_argument("--keep-checkpoints", action="store_true",
-                        help="keep each split's checkpoints (deleted after the split otherwise)")
+                        help="checkpoints and logs, kept for later runs (default: a temporary folder, "
+                             "deleted at the end)")
     parser.add_argument("--verbose", action="store_true", help="print torchreid's logs too")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -506,14 +888,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for key in ("splits", "epochs", "height", "width", "batch_size"):
         if getattr(args, key) is None:
             setattr(args, key, budget[key])
-    args.split_ids = args.split_ids or list(range(args.splits))
-    args.splits = len(args.split_ids)
     if args.datasets is None:
-        args.datasets = _datasets(DEFAULTS["datasets"])
+        args.datasets = list(ISSUE_RUN) if args.issue_run else _datasets(DEFAULTS["datasets"])
+    if args.issue_run and args.splits_per_dataset is None:
+        args.splits_per_dataset = {d: n for d, n in ISSUE_RUN.items() if d in args.datasets}
     if args.batch_size % 4:
         parser.error(f"--batch-size {args.batch_size}: expected a multiple of 4 "
                      "(4 images per identity)")
-    args.stepsize = max(1, round(args.epochs * 2 / 3))  # lr x0.1 after two thirds of the epochs
+    if args.budget_min is not None:
+        if args.plateau:
+            parser.error("--budget-min plans fixed epochs; it cannot be combined with --plateau")
+        if args.budget_min <= 0:
+            parser.error(f"--budget-min {args.budget_min}: expected a positive number of minutes")
+        if args.costs and not os.path.isfile(args.costs):
+            parser.error(f"--costs '{args.costs}' not found")
+    if args.plateau and args.epochs >= args.max_epochs:
+        parser.error(f"--plateau: --epochs {args.epochs} must be below --max-epochs {args.max_epochs}")
     if not args.data_root:
         parser.error("no data root: pass --data-root or set JBIM_DATA_ROOT (e.g. ../shared/data)")
     if not os.path.isdir(args.data_root):
@@ -531,19 +921,185 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      "'--weights none' to train from scratch (plain torchreid then stays near chance)")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available on this machine")
+    args.plan = None
+    if args.budget_min is not None:
+        costs = measured_costs(args.costs) if args.costs else COSTS[args.device]
+        missing = sorted(k for k in _stage_counts(args.methods) if k not in costs)
+        if missing:
+            parser.error(f"--costs '{args.costs}': no timing for stage kind(s) {missing}")
+        scale = 1.0 if args.costs else args.height * args.width / (128 * 64)
+        try:
+            args.plan = plan_budget(args.budget_min, args.methods, args.datasets, costs, args.splits,
+                                    args.epochs, pixels_scale=scale)
+        except ValueError as err:
+            parser.error(str(err))
+        args.splits, args.epochs = args.plan["splits"], args.plan["epochs"]
+    _fill_split_ids(args)
+    args.stepsize = _stepsize(args.epochs)
     return args
+
+
+def _fill_split_ids(args: argparse.Namespace) -> None:
+    if args.split_ids:
+        args.split_ids_of = {d: list(args.split_ids) for d in args.datasets}
+    else:
+        per = args.splits_per_dataset or {}
+        args.split_ids_of = {d: list(range(per.get(d, args.splits))) for d in args.datasets}
+    args.split_ids = args.split_ids_of[args.datasets[0]]
+    args.splits = len(args.split_ids)
+
+
+def _recipe(args: argparse.Namespace) -> dict:
+    """What a recorded run depends on besides its dataset, split, method and epochs."""
+    weights = args.weights
+    return {
+        "height": args.height, "width": args.width, "batch_size": args.batch_size, "backbone": args.backbone,
+        "weights": (os.path.basename(weights), os.path.getsize(weights)) if weights else "none",
+        "anchors": [ratio_label(m) for m in ANCHORS], "sigma": SIGMA, "anchor_training": args.anchor_training,
+        "optimizer": "adam, lr 3.5e-4, weight decay 5e-4", "lr_schedule": "x0.1 after 2/3 of the epochs",
+        "transforms": ["random_flip", "random_crop"], "resaug_range": list(RESAUG_RANGE),
+        "seed": args.seed, "device": args.device,
+    }
+
+
+def _fingerprint(recipe: Mapping) -> str:
+    """Short hash of a recipe (sorted JSON)."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _settings(args: argparse.Namespace) -> dict:
     return {
-        "datasets": args.datasets, "splits": args.split_ids, "epochs_per_stage": args.epochs,
-        "height": args.height, "width": args.width, "batch_size": args.batch_size, "paper": args.paper,
-        "methods": args.methods, "backbone": args.backbone, "weights": args.weights or "none (from scratch)",
-        "anchors": [ratio_label(m) for m in ANCHORS], "sigma": SIGMA,
-        "anchor_training": args.anchor_training,
-        "optimizer": "adam, lr 3.5e-4, weight decay 5e-4", "lr_schedule": f"x0.1 after epoch {args.stepsize}",
-        "seed": args.seed, "device": args.device, "workers": args.workers, "data_root": args.data_root,
+        "datasets": args.datasets, "splits": args.split_ids_of, "epochs": args.epochs,
+        "epochs_mode": "plateau" if args.plateau else "fixed", "max_epochs": args.max_epochs,
+        "plateau_growth": PLATEAU_GROWTH, "height": args.height, "width": args.width,
+        "batch_size": args.batch_size, "paper": args.paper, "methods": args.methods,
+        "backbone": args.backbone,
+        "weights": args.weights or "none (from scratch)", "anchors": [ratio_label(m) for m in ANCHORS],
+        "sigma": SIGMA, "anchor_training": args.anchor_training, "resaug_range": list(RESAUG_RANGE),
+        "optimizer": "adam, lr 3.5e-4, weight decay 5e-4",
+        "lr_schedule": "x0.1 after round(2/3 of the epochs)", "seed": args.seed, "device": args.device,
+        "workers": args.workers, "data_root": args.data_root, "budget_min": args.budget_min,
+        "plan": args.plan,
     }
+
+
+class _Benchmark:
+    """One invocation: split runners, the records and the per-dataset logic (search, time matching)."""
+
+    def __init__(self, args: argparse.Namespace, records: Records, save_root: str):
+        self.args, self.records, self.save_root = args, records, save_root
+        self.runners: Dict[Tuple[str, int], SplitRunner] = {}
+
+    def runner(self, dataset: str, split_id: int) -> SplitRunner:
+        key = (dataset, split_id)
+        if key not in self.runners:
+            ids = self.args.split_ids_of[dataset]
+            tag = f"[{dataset} split {split_id} ({ids.index(split_id) + 1}/{len(ids)})]"
+            self.runners[key] = SplitRunner(
+                build_config(self.args, dataset, split_id),
+                os.path.join(self.save_root, dataset, f"split_{split_id}"),
+                self.args.anchor_training, self.args.verbose,
+                progress=lambda line, tag=tag: print(f"{tag}{line}", flush=True),
+                stage_records=self.records.split(dataset, split_id)["stages"], on_stage=self.records.save)
+        return self.runners[key]
+
+    def evaluate(self, dataset: str, split_id: int, method: str, spec: Mapping[str, int]) -> dict:
+        """The run's record: trained (and recorded at once) unless already recorded."""
+        done = self.records.run(dataset, split_id, method, spec)
+        if done is not None:
+            return done
+        runner = self.runner(dataset, split_id)
+        if method == "plain_time_matched":
+            name = _stage_name("plain_tm", e=spec["plain"])
+            results = runner.results(runner.plain(spec["plain"], name=name))
+            stages = [name]
+        else:
+            results = runner.method(method, spec)
+            stages = runner.method_stages(method, spec)
+        metrics = rank_results(results["cmc"], results["mAP"])
+        if "mean_weights" in results:
+            metrics["mean_anchor_weights"] = results["mean_weights"]
+        entry = {"metrics": metrics, "epochs": dict(spec), "stages": stages,
+                 "seconds": sum(runner.stages[n].seconds for n in stages),
+                 "code_version": self.records.report["code_version"],
+                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self.records.add_run(dataset, split_id, method, spec, entry)
+        runner.progress(f" {METHODS.get(method, method)} [{spec_label(spec)}]: rank-1 {metrics['rank1']:.1f}"
+                        f"  rank-5 {metrics['rank5']:.1f}  rank-10 {metrics['rank10']:.1f}"
+                        f"  mAP {metrics['mAP']:.1f}  ({entry['seconds']:.0f} s)")
+        return entry
+
+    def rank1s(self, dataset: str, method: str, spec: Mapping[str, int]) -> List[float]:
+        return [self.evaluate(dataset, s, method, spec)["metrics"]["rank1"]
+                for s in self.args.split_ids_of[dataset]]
+
+    def spec_of(self, dataset: str, method: str, plateaus: Dict[str, dict]) -> Dict[str, int]:
+        """The epochs ``method`` runs at: ``--epochs`` for each kind, or the searched plateaus."""
+        if not self.args.plateau:
+            return {k: self.args.epochs for k in method_kinds(method)}
+        spec: Dict[str, int] = {}
+        for kind, probe in _search_plan(method):
+            key = f"{probe}:{kind}"
+            if key not in plateaus:
+                print(f"[{dataset}] plateau search of {kind} epochs on {probe} "
+                      f"(fixed: {spec_label(spec) or '-'})", flush=True)
+                fixed = dict(spec)
+                plateaus[key] = {"kind": kind, "probe": probe, "fixed": fixed, **plateau_search(
+                    lambda e: self.rank1s(dataset, probe, {**fixed, kind: e}), self.args.epochs,
+                    self.args.max_epochs, progress=lambda line: print(f"[{dataset}]{line}", flush=True))}
+                self.records.report["datasets"][dataset]["plateau"] = plateaus
+                self.records.save()
+            spec[kind] = plateaus[key]["epochs"]
+        return spec
+
+    def dataset(self, dataset: str) -> dict:
+        """Runs every method on every split of ``dataset``; returns its derived report entry."""
+        entry = self.records.report["datasets"].setdefault(dataset, {})
+        plateaus = entry["plateau"] = {}  # searched again: cheap, every run it needs is recorded
+        chosen: Dict[str, Dict[int, dict]] = {}
+        for method in self.args.methods:
+            if method == "plain_time_matched":
+                continue
+            spec = self.spec_of(dataset, method, plateaus)
+            chosen[method] = {s: self.evaluate(dataset, s, method, spec)
+                              for s in self.args.split_ids_of[dataset]}
+        if "plain_time_matched" in self.args.methods:
+            matched = self.time_matched(dataset, chosen)
+            if matched:
+                chosen["plain_time_matched"] = matched
+        for split_id in self.args.split_ids_of[dataset]:
+            split = self.records.split(dataset, split_id)
+            split["methods"] = {m: {**runs[split_id]["metrics"], "epochs": runs[split_id]["epochs"],
+                                    "seconds": runs[split_id]["seconds"]} for m, runs in chosen.items()}
+        summaries = {}
+        for method, runs in chosen.items():
+            summary = summarize_splits([r["metrics"] for r in runs.values()])
+            labels = sorted({spec_label(r["epochs"]) for r in runs.values()})
+            summary["epochs"] = labels[0] if len(labels) == 1 else "per split: " + "; ".join(
+                f"{s}: {spec_label(r['epochs'])}" for s, r in runs.items())
+            summary["seconds"] = float(np.mean([r["seconds"] for r in runs.values()]))
+            summaries[method] = summary
+        entry["summary"] = summaries
+        verdict, checks = ordering_verdict(summaries)
+        entry["verdict"] = {"line": verdict, "metric": "rank1", "checks": checks}
+        self.records.save()
+        return entry
+
+    def time_matched(self, dataset: str, chosen: Dict[str, Dict[int, dict]]) -> Optional[Dict[int, dict]]:
+        """``plain_time_matched`` per split: plain trained for JBIM's whole training wall time."""
+        if "jbim" not in chosen or "plain" not in chosen:
+            print(f"[{dataset}] plain_time_matched needs the methods jbim and plain in the same run; skipped",
+                  flush=True)
+            return None
+        out = {}
+        for split_id, jbim in chosen["jbim"].items():
+            plain = chosen["plain"][split_id]
+            per_epoch = plain["seconds"] / plain["epochs"]["plain"]
+            epochs = max(1, int(round(jbim["seconds"] / per_epoch)))
+            out[split_id] = self.evaluate(dataset, split_id, "plain_time_matched", {"plain": epochs})
+            out[split_id]["matched_to"] = {"jbim_seconds": jbim["seconds"],
+                                           "plain_seconds_per_epoch": per_epoch}
+        return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -553,85 +1109,45 @@ def run(args: argparse.Namespace) -> dict:
         args: from :func:`parse_args`.
 
     Returns:
-        dict: the JSON report (settings, machine, per split per method metrics, summaries, timing).
+        dict: the JSON report (header, records, per split per method results, summaries, plateaus).
     """
     started = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
     save_root = args.save_dir or tempfile.mkdtemp(prefix="jbim_accuracy_")
-    anchors = ", ".join(ratio_label(m) for m in ANCHORS)
-    anchor_how = ("a joint stage each from the shared stage-1 HIM (m=1/2) and LIM"
-                  if args.anchor_training == "joint" else "their own HIM stage + a joint stage, shared LIM")
-    print(f"accuracy benchmark: datasets {', '.join(args.datasets)}; {args.splits} split(s) "
-          f"({', '.join(map(str, args.split_ids))}); {args.epochs} epochs per stage; "
-          f"input {args.height}x{args.width}; "
+    recipe = _recipe(args)
+    header = {"benchmark": "accuracy", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(["python benchmarks/accuracy.py"] + args.argv),
+              "code_version": code_version(), "settings": _settings(args), "recipe": recipe,
+              "recipe_fingerprint": _fingerprint(recipe),
+              "machine": _machine(args.device)}
+    records = Records(args.out, header, restart=args.restart)
+    splits = "; ".join(f"{d}: {len(ids)} split(s) ({', '.join(map(str, ids))})"
+                       for d, ids in args.split_ids_of.items())
+    epochs = (f"plateau search from {args.epochs} epochs (x{PLATEAU_GROWTH}, at most {args.max_epochs})"
+              if args.plateau else f"{args.epochs} epochs per stage")
+    print(f"accuracy benchmark: {splits}; {epochs}; input {args.height}x{args.width}; "
           f"batch {args.batch_size}; backbone {args.backbone} from "
           f"{args.weights or 'scratch (--weights none)'}; device {args.device}")
-    print(f"methods: {', '.join(args.methods)}; ensemble anchors m = {anchors} ({anchor_how})")
-    print(f"checkpoints and logs: {save_root}", flush=True)
-    report = {"benchmark": "accuracy", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(["python benchmarks/accuracy.py"] + args.argv),
-              "settings": _settings(args), "machine": _machine(args.device), "datasets": {}}
-
+    if args.plan:
+        print(f"budget {args.budget_min:g} min: {args.plan['splits']} split(s) x {args.plan['epochs']} "
+              f"epochs, estimated {args.plan['estimated_seconds'] / 60:.1f} min")
+    print(f"methods: {', '.join(args.methods)}; checkpoints and logs: {save_root}; "
+          f"records: {args.out or '(none)'}", flush=True)
+    bench = _Benchmark(args, records, save_root)
     for dataset in args.datasets:
-        per_method: Dict[str, List[dict]] = {m: [] for m in args.methods}
-        splits = {}
-        for index, split_id in enumerate(args.split_ids):
-            tag = f"[{dataset} split {split_id} ({index + 1}/{args.splits})]"
-            split_start = time.perf_counter()
-            cfg = build_config(args, dataset, split_id)
-            split_dir = os.path.join(save_root, dataset, f"split_{split_id}")
-            runner = SplitRunner(cfg, None, split_dir, args.anchor_training, args.verbose,
-                                 progress=lambda line, tag=tag: print(f"{tag}{line}", flush=True))
-            with runner.logged("datamanager"):
-                runner.datamanager = build_datamanager(cfg)
-            split = {"methods": {}, "timing": {"stages": {}, "methods": {}}}
-            for method in args.methods:
-                results = runner.method(method)
-                metrics = rank_results(results["cmc"], results["mAP"])
-                if method == "ensemble":
-                    metrics["mean_anchor_weights"] = results["mean_weights"]
-                per_method[method].append(metrics)
-                split["methods"][method] = metrics
-                print(f"{tag} {METHODS[method]}: rank-1 {metrics['rank1']:.1f}  rank-5 {metrics['rank5']:.1f}"
-                      f"  rank-10 {metrics['rank10']:.1f}  mAP {metrics['mAP']:.1f}", flush=True)
-            for name, stage in runner.stages.items():
-                split["timing"]["stages"][name] = {
-                    "seconds": stage.seconds, "epochs": stage.epochs,
-                    "seconds_per_epoch": stage.seconds / stage.epochs if stage.epochs else None,
-                    "starts_from": list(stage.deps)}
-            for method in args.methods:
-                names = runner.method_stages(method)
-                split["timing"]["methods"][method] = {
-                    "stages": names, "seconds": sum(runner.stages[n].seconds for n in names)}
-            split["timing"]["split_seconds"] = time.perf_counter() - split_start
-            splits[str(split_id)] = split
-            if not args.keep_checkpoints:
-                runner.cleanup_checkpoints()
-            print(f"{tag} done in {split['timing']['split_seconds']:.0f} s "
-                  f"(total so far {time.perf_counter() - started:.0f} s)", flush=True)
-        summaries = {m: summarize_splits(per_method[m]) for m in args.methods}
-        verdict, checks = ordering_verdict(summaries)
-        report["datasets"][dataset] = {"splits": splits, "summary": summaries,
-                                       "verdict": {"line": verdict, "metric": "rank1", "checks": checks}}
-
+        bench.dataset(dataset)
     total = time.perf_counter() - started
-    report["total_seconds"] = total
+    records.report["total_seconds"] = total
+    records.save()
     print()
-    print(f"Settings: {args.splits} split(s), {args.epochs} epochs per stage, "
-          f"input {args.height}x{args.width}, "
-          f"batch {args.batch_size}, {args.backbone} from {args.weights or 'scratch'}, device {args.device}, "
-          f"{report['machine']['torch_threads']} torch threads")
-    for dataset, entry in report["datasets"].items():
-        print(f"\n### {dataset} (mean ± std over {args.splits} split(s), %)\n")
-        rows = {METHODS[m]: s for m, s in entry["summary"].items()}
-        print(markdown_table(rows, metrics=SHOWN_METRICS), end="")
-        print(f"\nverdict ({dataset}): {entry['verdict']['line']}")
-    print(f"\ntotal time {total:.0f} s ({total / 60:.1f} min)")
+    print(results_markdown(records.report, datasets=args.datasets), end="")
+    print(f"\ntotal time of this invocation {total:.0f} s ({total / 60:.1f} min)")
     if args.out:
-        write_json(report, args.out)
         print(f"wrote {args.out}")
-    return report
+    if not args.save_dir:
+        shutil.rmtree(save_root, ignore_errors=True)
+    return records.report
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -168,12 +168,14 @@ def check_writable(folder: str, key: str) -> None:
 
 
 def build_datamanager(cfg: CN):
-    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``.
+    """``torchreid.data.ImageDataManager`` built inside ``protocol_overrides(**protocol_kwargs(cfg))``
+    and ``resolution_aug_range(cfg.data.resolution_aug_range)``.
 
     Errors of the data (missing or damaged files, duplicate images, bad layouts) become
     ``DataError`` naming the file.
     """
     from jbim_reid.datasets import image_check_options, protocol_overrides
+    from jbim_reid.transforms import resolution_aug_range
 
     try:
         overrides = protocol_overrides(**protocol_kwargs(cfg))
@@ -183,6 +185,10 @@ def build_datamanager(cfg: CN):
     with contextlib.ExitStack() as stack:
         stack.push(overrides)
         stack.enter_context(image_check_options(skip_bad_images=cfg.data.skip_bad_images))
+        try:
+            stack.enter_context(resolution_aug_range(cfg.data.resolution_aug_range))
+        except ValueError as err:
+            raise ConfigError(f"data.{err}") from None
         try:
             return torchreid.data.ImageDataManager(**imagedata_kwargs(cfg))
         except (DataError, ConfigError):

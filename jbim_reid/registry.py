@@ -2,7 +2,8 @@
 
 torchreid has a public hook for datasets (``register_image_dataset``) but none for models or
 engines, so the JBIM builders are added to the dict behind ``torchreid.models.build_model`` and
-``JBIMEngine`` is set as an attribute of ``torchreid.engine``. Every step skips what is already
+``JBIMEngine`` is set as an attribute of ``torchreid.engine``; nor for transforms, so
+``build_transforms`` is wrapped where the datamanager looks it up (``random_resolution``). Every step skips what is already
 there, so importing ``jbim_reid`` twice (or reloading it) is harmless.
 """
 import torchreid
@@ -37,8 +38,16 @@ def register_engine() -> None:
         torchreid.engine.JBIMEngine = JBIMEngine
 
 
+def register_transforms() -> None:
+    """Teach torchreid's ``build_transforms`` the ``random_resolution`` transform."""
+    from jbim_reid import transforms
+
+    transforms.install()
+
+
 def register_all() -> None:
-    """Register datasets, models and the engine (idempotent)."""
+    """Register datasets, models, the engine and the transforms (idempotent)."""
     register_datasets()
     register_models()
     register_engine()
+    register_transforms()

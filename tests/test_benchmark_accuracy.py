@@ -1,4 +1,4 @@
-"""``benchmarks/accuracy.py``: argument checks, the ordering verdict, and a whole run on synthetic data."""
+"""``benchmarks/accuracy.py`` and ``report.py``: arguments, verdict, plateau search, budget, resumable runs."""
 import importlib.util
 import json
 import math
@@ -94,40 +94,167 @@ def test_budgets(accuracy, data_tree):
     assert (paper.splits, paper.split_ids, paper.epochs) == (2, [3, 5], 60)
     assert (paper.height, paper.width) == (256, 128)
     assert paper.stepsize == 40 and paper.weights == ""
+    issue = accuracy.parse_args(base + ["--issue-run"])
+    assert issue.split_ids_of == {"caviar": [0, 1, 2, 3, 4], "mlr_viper": [0, 1, 2]}
+    assert {"plain", "plain_resaug", "jbim", "jbim_resaug", "plain_time_matched"} <= set(issue.methods)
+
+
+def test_plateau_search_moves_up_until_the_gain_is_within_the_spread(accuracy):
+    calls = []
+
+    def evaluate(epochs):  # rank-1 per split: rises by 6 until 18 epochs, then by 1 (spread 2)
+        calls.append(epochs)
+        mean = 10 + 6 * min(epochs, 18) / 6 + (epochs > 18)
+        return [mean - 2, mean + 2]
+
+    found = accuracy.plateau_search(evaluate, 8, 200, progress=lambda line: None)
+    assert found["status"] == "plateau" and found["epochs"] == 18
+    assert [(t["epochs"], t["next_epochs"]) for t in found["trace"]] == [(8, 12), (12, 18), (18, 27)]
+    assert found["trace"][-1]["gain"] <= found["trace"][-1]["spread"] == pytest.approx(2.0)
+    capped = accuracy.plateau_search(lambda e: [float(e)], 8, 20, progress=lambda line: None)
+    assert (capped["epochs"], capped["status"], len(capped["trace"])) == (18, "max_epochs", 2)  # 27 > 20
+    assert accuracy.next_epochs(1) == 2 and accuracy.next_epochs(40) == 60
+
+
+def test_budget_planner_with_a_fake_cost_table(accuracy):
+    costs = {"plain": 1.0, "bicubic": 2.0, "him": 3.0, "lim": 2.0, "joint": 5.0}
+    # plain only, cheap: epochs capped at the maximum, then as many splits as fit
+    plan = accuracy.plan_budget(10, ["plain"], ["caviar"], costs, max_splits=10, max_epochs=60)
+    per_split = 60 * 1.0 + accuracy.STAGE_OVERHEAD_S
+    assert plan["epochs"] == 60 and plan["splits"] == min(10, int(600 // per_split))
+    assert plan["estimated_seconds"] <= 600
+    # JBIM: one split, the most epochs that fit
+    plan = accuracy.plan_budget(10, ["plain", "jbim"], ["caviar"], costs, max_splits=10, max_epochs=60)
+    per_epoch = 1 + 3 + 2 + 5
+    assert plan["splits"] == 1 and plan["epochs"] == int((600 - 4 * accuracy.STAGE_OVERHEAD_S) // per_epoch)
+    assert plan["estimated_seconds"] <= 600
+    # shared stages are counted once; 256x128 costs 4x the measured 128x64
+    assert accuracy._stage_counts(["jbim", "him_only", "ensemble"]) == {"him": 1, "lim": 1, "joint": 3}
+    big = accuracy.plan_budget(10, ["plain", "jbim"], ["caviar"], costs, 10, 60, pixels_scale=4.0)
+    assert big["epochs"] < plan["epochs"] and big["estimated_seconds"] <= 600
+    with pytest.raises(ValueError, match="--budget-min 1"):
+        accuracy.plan_budget(1, ["jbim"], ["caviar", "mlr_viper"], costs, 10, 60)
+
+
+def test_budget_from_the_command_line(accuracy, data_tree, tmp_path, capsys):
+    base = ["--data-root", str(data_tree), "--weights", "none", "--datasets", "caviar"]
+    args = accuracy.parse_args(base + ["--paper", "--budget-min", "10", "--methods", "plain"])
+    assert args.plan["estimated_seconds"] <= 600 and args.epochs == args.plan["epochs"] <= 60
+    assert args.split_ids == list(range(args.plan["splits"]))
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(base + ["--budget-min", "10", "--plateau"])
+    assert "--plateau" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(base + ["--budget-min", "0.1", "--methods", "jbim"])
+    assert "not even one split" in capsys.readouterr().err
+
+
+def _fake_report(path, seconds_per_epoch):
+    stages = {f"{kind}_e4": {"seconds_per_epoch": s, "epochs": 4} for kind, s in seconds_per_epoch.items()}
+    stages["him_lim_h4_l4"] = {"seconds_per_epoch": None, "epochs": 0}
+    path.write_text(json.dumps({"datasets": {"caviar": {"splits": {"0": {"stages": stages}}}}}))
+    return path
+
+
+def test_measured_costs_replace_the_table(accuracy, tmp_path):
+    report = _fake_report(tmp_path / "r.json",
+                          {"plain": 2.0, "him_m1-2": 4.0, "lim": 3.0, "joint_m1-2_h4_l4": 6.0})
+    assert accuracy.measured_costs(str(report)) == {"plain": 2.0, "him": 4.0, "lim": 3.0, "joint": 6.0}
+
+
+ARGS = ["--height", "32", "--width", "16", "--batch-size", "8", "--weights", "none", "--workers", "0"]
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
 def test_whole_run_on_synthetic_data(accuracy, data_tree, tmp_path, capsys):
     out, save = tmp_path / "accuracy.json", tmp_path / "save"
-    code = accuracy.main(["--data-root", str(data_tree), "--datasets", "caviar,mlr_viper", "--splits", "1",
-                          "--epochs", "1", "--height", "32", "--width", "16", "--batch-size", "8",
-                          "--weights", "none", "--workers", "0", "--out", str(out), "--save-dir", str(save)])
-    assert code == 0
+    argv = ["--data-root", str(data_tree), "--datasets", "caviar", "--splits", "1", "--epochs", "1",
+            "--out", str(out), "--save-dir", str(save)] + ARGS
+    assert accuracy.main(argv) == 0
     report = json.loads(out.read_text())
-    assert report["settings"]["epochs_per_stage"] == 1 and report["settings"]["splits"] == [0]
+    assert report["settings"]["epochs"] == 1 and report["settings"]["splits"] == {"caviar": [0]}
+    assert report["code_version"]["commit"] and isinstance(report["code_version"]["dirty"], bool)
     assert report["machine"]["torch_threads"] >= 1 and report["total_seconds"] > 0
+    entry = report["datasets"]["caviar"]
+    split = entry["splits"]["0"]
+    assert list(split["methods"]) == [m for m in accuracy.METHODS]
+    for method, metrics in split["methods"].items():
+        for key in ("rank1", "rank5", "rank10", "mAP"):
+            assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 100.0, (method, key)
+        assert metrics["rank10"] >= metrics["rank5"] >= metrics["rank1"]
+        assert metrics["seconds"] > 0
+        assert entry["summary"][method]["mean"]["rank1"] == pytest.approx(metrics["rank1"])
+    assert split["methods"]["jbim"]["epochs"] == {"him": 1, "lim": 1, "joint": 1}
+    assert len(split["methods"]["ensemble"]["mean_anchor_weights"]) == 3
+    # shared stage-1 models are trained once; resaug methods train their own
+    stages = split["stages"]
+    assert {"plain_e1", "plain_ra_e1", "him_bicubic_e1", "lim_e1", "him_m1-2_e1", "him_lim_h1_l1",
+            "joint_m1-2_h1_l1_e1", "joint_m1-3_h1_l1_e1", "joint_m1-4_h1_l1_e1", "him_m1-2_ra_e1", "lim_ra_e1",
+            "joint_m1-2_ra_h1_l1_e1"} <= set(stages)
+    assert stages["joint_m1-3_h1_l1_e1"]["starts_from"] == ["him_m1-2_e1", "lim_e1"]
+    jbim_run = split["runs"]["jbim"]["him=1,lim=1,joint=1"]
+    assert set(jbim_run["stages"]) == {"joint_m1-2_h1_l1_e1", "him_m1-2_e1", "lim_e1"}
+    assert jbim_run["seconds"] == pytest.approx(sum(stages[n]["seconds"] for n in jbim_run["stages"]))
+    # plain given JBIM's training time
+    per_epoch = split["methods"]["plain"]["seconds"] / 1
+    matched = split["methods"]["plain_time_matched"]["epochs"]["plain"]
+    assert matched == max(1, round(jbim_run["seconds"] / per_epoch))
+    assert entry["verdict"]["line"].startswith("paper ordering on rank1")
+    assert (save / "caviar" / "split_0" / "joint_m1-2_h1_l1_e1.log").is_file()
+    printed = capsys.readouterr().out
+    assert "| JBIM + random resolution |" in printed and "| plain torchreid, JBIM's training time |" in printed
+    # report.py regenerates the tables from the JSON
+    report_py = importlib.util.spec_from_file_location("benchmark_report", SCRIPT.parent / "report.py")
+    module = importlib.util.module_from_spec(report_py)
+    report_py.loader.exec_module(module)
+    assert module.main([str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| JBIM | " in table and "him=1,lim=1,joint=1" in table
+    assert report["code_version"]["commit"][:12] in table
+    # re-run: everything is recorded, nothing is trained again
+    assert accuracy.main(argv) == 0
+    assert " stage " not in capsys.readouterr().out
+    assert json.loads(out.read_text())["datasets"]["caviar"]["splits"]["0"]["methods"] == split["methods"]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
+def test_interrupted_plateau_run_resumes_from_its_records(accuracy, data_tree, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "a.json"
+    argv = ["--data-root", str(data_tree), "--datasets", "caviar,mlr_viper", "--splits", "2", "--epochs", "1",
+            "--plateau", "--max-epochs", "2", "--methods", "plain,plain_resaug", "--out", str(out)] + ARGS
+    real_plain, trained = accuracy.SplitRunner.plain, set()
+
+    def dies_on_the_third(self, epochs, resaug=False, name=""):
+        trained.add((self.save_dir, epochs, resaug))
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # the session is killed
+        return real_plain(self, epochs, resaug, name)
+
+    monkeypatch.setattr(accuracy.SplitRunner, "plain", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        accuracy.main(argv)
+    runs = json.loads(out.read_text())["datasets"]["caviar"]["splits"]
+    assert {k: list(v["runs"]["plain"]) for k, v in runs.items()} == {"0": ["plain=1"], "1": ["plain=1"]}
+    monkeypatch.setattr(accuracy.SplitRunner, "plain", real_plain)
+    capsys.readouterr()
+    assert accuracy.main(argv) == 0
+    printed = capsys.readouterr().out
+    caviar = [line for line in printed.splitlines() if line.startswith("[caviar split")]
+    assert not any("stage plain_e1 " in line for line in caviar)  # the two recorded runs are skipped
+    assert any("stage plain_e2 " in line for line in caviar)
+    report = json.loads(out.read_text())
     for dataset in ("caviar", "mlr_viper"):
         entry = report["datasets"][dataset]
-        split = entry["splits"]["0"]
-        assert list(split["methods"]) == list(accuracy.METHODS)
-        for method, metrics in split["methods"].items():
-            for key in ("rank1", "rank5", "rank10", "mAP"):
-                assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 100.0, (dataset, method, key)
-            assert metrics["rank10"] >= metrics["rank5"] >= metrics["rank1"]
-            assert entry["summary"][method]["mean"]["rank1"] == pytest.approx(metrics["rank1"])
-            assert split["timing"]["methods"][method]["seconds"] > 0
-        weights = split["methods"]["ensemble"]["mean_anchor_weights"]
-        assert len(weights) == 3 and all(0 < w <= 1 for w in weights)
-        stages = split["timing"]["stages"]
-        # shared stage-1 models are trained once and reused
-        assert set(stages) == {"plain", "him_bicubic", "lim", "him_m1-2", "him_lim", "joint_m1-2",
-                               "joint_m1-3", "joint_m1-4"}
-        assert stages["him_lim"]["epochs"] == 0 and stages["joint_m1-3"]["starts_from"] == ["him_m1-2", "lim"]
-        assert set(split["timing"]["methods"]["jbim"]["stages"]) == {"joint_m1-2", "him_m1-2", "lim"}
-        assert entry["verdict"]["line"].startswith("paper ordering on rank1")
-    assert not list(save.rglob("model")), "checkpoints are deleted after each split by default"
-    assert (save / "caviar" / "split_0" / "joint_m1-2.log").is_file()
-    printed = capsys.readouterr().out
-    assert "| JBIM 3-anchor ensemble |" in printed and "verdict (caviar)" in printed
-    assert "total time" in printed
+        assert set(entry["plateau"]) == {"plain:plain", "plain_resaug:plain"}
+        for search in entry["plateau"].values():
+            assert search["epochs"] in (1, 2) and search["trace"][0]["epochs"] == 1
+            method = search["probe"]
+            assert entry["summary"][method]["epochs"] == f"plain={search['epochs']}"
+            assert set(entry["splits"]["0"]["runs"][method]) == {"plain=1", "plain=2"}
+    assert "Plateau search" in printed
+    # another recipe may not mix into these records
+    with pytest.raises(SystemExit) as err:
+        accuracy.main(argv[:-len(ARGS)] + ["--height", "64"] + ARGS[2:])
+    assert err.value.code == 2 and "height" in capsys.readouterr().err

@@ -64,8 +64,11 @@ def get_default_config() -> CN:
     # Combine train, query and gallery for training (torchreid option; keep False for JBIM).
     cfg.data.combineall = False
     # Training augmentations (torchreid names): random_flip, random_crop, random_patch,
-    # color_jitter, random_erase.
+    # color_jitter, random_erase; and the plugin's random_resolution (see resolution_aug_range).
     cfg.data.transforms = ["random_flip", "random_crop"]
+    # random_resolution: bicubic down by a ratio drawn uniformly from [low, high] of the genuine
+    # image size, then back up (0 < low <= high <= 1). Training only.
+    cfg.data.resolution_aug_range = [0.25, 1.0]
     # Per-channel normalisation mean (RGB, images in [0, 1]).
     cfg.data.norm_mean = [0.485, 0.456, 0.406]
     # Per-channel normalisation std (RGB).
@@ -184,7 +187,8 @@ def get_default_config() -> CN:
     cfg.mlr = CN()
     # Split seed; a split is a function of (seed, data.split_id).
     cfg.mlr.seed = 0
-    # Which images are LR: camera, per_id, camera_pair, half_images; '' = the dataset's own.
+    # Which images are LR: camera, random_camera (one drawn per split), per_id, camera_pair,
+    # half_images; '' = the dataset's own.
     cfg.mlr.lr_mode = ""
     # The LR camera (0-based) when lr_mode is camera.
     cfg.mlr.lr_camid = 1
@@ -198,6 +202,10 @@ def get_default_config() -> CN:
     cfg.mlr.train_lr = True
     # Gallery: one_random HR image per test id (the paper) or all HR images.
     cfg.mlr.gallery = "one_random"
+    # Random images kept per person per camera; 0 = all; -1 = the dataset's own (mlr_sysu: 3, else all).
+    cfg.mlr.images_per_camera = -1
+    # Train / test ids: random (drawn per split) or official (published split: mlr_cuhk03, mlr_market1501).
+    cfg.mlr.id_split = "random"
     # LR image / split cache folder; '' = <data.root>/jbim_cache (per-user fallback).
     cfg.mlr.cache_dir = ""
 

@@ -128,5 +128,7 @@ def protocol_kwargs(cfg: CN) -> Dict[str, Any]:
         "interpolation": cfg.mlr.interpolation,
         "train_lr": cfg.mlr.train_lr,
         "gallery": cfg.mlr.gallery,
+        "images_per_camera": None if cfg.mlr.images_per_camera < 0 else cfg.mlr.images_per_camera,
+        "id_split": cfg.mlr.id_split,
         "cache_dir": cfg.mlr.cache_dir or None,
     }

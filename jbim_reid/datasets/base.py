@@ -10,6 +10,7 @@ import torchvision
 from PIL import Image
 
 from jbim_reid.ensemble import ratio_label
+from jbim_reid.transforms import RandomResolution
 
 __all__ = ["CrossResolutionDataset", "genuine_size", "read_image"]
 
@@ -80,12 +81,18 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
     def _load(self, impath: str):
         raw = read_image(impath)
         hw = torch.LongTensor([raw.height, raw.width])
+        transform = self.transform
+        steps = list(getattr(transform, "transforms", ()))
+        if steps and isinstance(steps[0], RandomResolution):
+            # the ratio is of the genuine size, so it runs before the LR upscale below
+            raw = steps[0](raw)
+            transform = torchvision.transforms.Compose(steps[1:])
         size = self._network_size()
         if size is not None and impath in self.lr_paths:
             # JBIM feeds LR images bicubic-upscaled (as the synthetic LR stream is); torchreid's
             # Resize is bilinear, and is a no-op on an image already at the network size
             raw = raw.resize((size[1], size[0]), Image.BICUBIC)
-        img = raw if self.transform is None else self._transform_image(self.transform, self.k_tfm, raw)
+        img = raw if transform is None else self._transform_image(transform, self.k_tfm, raw)
         return img, hw
 
     def _network_size(self) -> Optional[Tuple[int, int]]:

@@ -11,7 +11,7 @@ import os.path as osp
 import random
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Type
 
 import numpy as np
 
@@ -62,7 +62,9 @@ class MLRDataset(CrossResolutionDataset):
     dataset_url: Optional[str] = None  # archive unpacked into <root>/<first part of required[0]> when missing
     homepage = ""  # where to get the dataset by hand, shown in errors
     default_lr_mode = "camera"
-    lr_modes: Tuple[str, ...] = ("camera", "per_id", "half_images")
+    lr_modes: Tuple[str, ...] = ("camera", "random_camera", "per_id", "half_images")
+    default_images_per_camera = 0  # the dataset's own MLRProtocol.images_per_camera (0: all images)
+    official_split = False  # whether official_test_persons knows the published train / test ids
     simulate = True  # False: LR side is genuine low resolution
     num_train_ids: Optional[int] = None  # None: half of the ids (rounded up) unless num_test_ids
     num_test_ids: Optional[int] = None
@@ -72,7 +74,8 @@ class MLRDataset(CrossResolutionDataset):
     def __init__(self, root: str = "", split_id: int = 0, protocol: Optional[MLRProtocol] = None,
                  pair_views: bool = False, **kwargs: Any):
         fields = {k: kwargs.pop(k) for k in PROTOCOL_FIELDS if k in kwargs}
-        self.protocol = resolve_protocol(protocol, fields, self.default_lr_mode)
+        self.protocol = resolve_protocol(protocol, fields, self.default_lr_mode,
+                                         self.default_images_per_camera)
         self.check_protocol(self.protocol)
         if isinstance(split_id, bool) or not isinstance(split_id, int) or not 0 <= split_id < self.num_splits:
             raise ValueError(f"{self.name}: split_id {split_id!r} out of range; expected 0..{self.num_splits - 1}")
@@ -94,6 +97,9 @@ class MLRDataset(CrossResolutionDataset):
         if protocol.lr_mode not in cls.lr_modes:
             raise ValueError(f"{cls.name}: lr_mode {protocol.lr_mode!r} is not supported; expected one of "
                              f"{list(cls.lr_modes)} (all modes: {list(LR_MODES)})")
+        if protocol.id_split == "official" and not cls.official_split:
+            raise ValueError(f"{cls.name}: id_split 'official' is not supported (no published train / test "
+                             "id split is known for it); use 'random'")
 
     def check_layout(self) -> None:
         """Fetch a missing dataset that has a ``dataset_url``; then raise ``layout_error`` for the
@@ -110,6 +116,13 @@ class MLRDataset(CrossResolutionDataset):
     def collect(self) -> List[Record]:
         """Every image of the dataset as ``Record(relpath, person, camid)``."""
         raise NotImplementedError(f"{type(self).__name__} must implement collect()")
+
+    def official_test_persons(self, records: Sequence[Record]) -> Set[str]:
+        """The persons (``Record.person``) of the published test set of split ``self.split_id``.
+
+        Only datasets with ``official_split = True`` implement it (``id_split='official'``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no official id split")
 
     def _lr_file(self, relpath: str, ratio: float) -> Path:
         return lr_cache_path(self.cache_root / "lr", relpath, ratio, self.protocol.interpolation)
@@ -164,9 +177,14 @@ class MLRDataset(CrossResolutionDataset):
         with file_lock(self.cache_root / ".lock"):
             split = self._read_split()
             if split is None:
-                split = build_split(self.collect(), self.protocol, self.split_id, self.name,
+                records = self.collect()
+                official = None
+                if self.protocol.id_split == "official":
+                    official = self.official_test_persons(records)
+                split = build_split(records, self.protocol, self.split_id, self.name,
                                     simulate=self.simulate, num_train_ids=self.num_train_ids,
-                                    num_test_ids=self.num_test_ids, camera_pairs=self.camera_pairs)
+                                    num_test_ids=self.num_test_ids, camera_pairs=self.camera_pairs,
+                                    test_persons=official)
                 atomic_write_json(self.split_path, split)
             for src, dst, ratio in self._missing_lr(split):
                 ensure_lr_image(src, dst, ratio, self.protocol.interpolation)
@@ -258,11 +276,11 @@ def collect_torchreid(base_cls: type, root: str, work_dir: Path, name: str, layo
 
 def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = None,
                      num_test_ids: Optional[int] = None, default_lr_mode: str = "camera",
-                     lr_modes: Sequence[str] = ("camera", "per_id", "half_images"),
+                     lr_modes: Sequence[str] = ("camera", "random_camera", "per_id", "half_images"),
                      required: Sequence[str] = (), layout: str = "", num_splits: int = 10,
                      base_kwargs: Optional[Mapping[str, Any]] = None,
                      doc: Optional[str] = None, dataset_url: Optional[str] = None,
-                     homepage: str = "") -> Type[MLRDataset]:
+                     homepage: str = "", official_split: bool = False) -> Type[MLRDataset]:
     """Turn a torchreid image dataset class into an MLR dataset class named ``mlr_<name>``.
 
     The new class pools all images of ``base_cls`` (built on a mirror of its folder so that its
@@ -285,6 +303,8 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
         dataset_url (str, optional): archive fetched when the dataset folder is missing (e.g.
             ``base_cls.dataset_url``); None: no download.
         homepage (str, optional): where to get the dataset by hand, shown in errors.
+        official_split (bool, optional): ``base_cls``'s own train / test subsets are the published
+            id split (offered as ``id_split='official'``). Default is False.
 
     Returns:
         The new ``MLRDataset`` subclass.
@@ -301,6 +321,9 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
     def collect(self) -> List[Record]:
         return collect_torchreid(base_cls, self.root, self.cache_root, full_name, self.layout, base_kwargs)
 
+    def official_test_persons(self, records: Sequence[Record]) -> Set[str]:
+        return {r.person for r in records if r.person.startswith("test:")}  # collect_torchreid's keys
+
     attrs = {
         "name": full_name,
         "required": tuple(required) or (getattr(base_cls, "dataset_dir"),),
@@ -313,6 +336,8 @@ def make_mlr_dataset(name: str, base_cls: type, num_train_ids: Optional[int] = N
         "dataset_url": dataset_url,
         "homepage": homepage,
         "collect": collect,
+        "official_split": official_split,
+        "official_test_persons": official_test_persons,
         "__doc__": doc or f"MLR version of torchreid's {base_cls.__name__}, made by ``make_mlr_dataset``.",
         "__module__": __name__,
     }

@@ -8,6 +8,7 @@ __all__ = ["MLRMarket1501"]
 MLRMarket1501 = make_mlr_dataset(
     "market1501", torchreid.data.datasets.image.Market1501,
     default_lr_mode="half_images",
+    official_split=True,
     required=("market1501",),
     layout="  market1501/Market-1501-v15.09.15/bounding_box_train/PPPP_cCsS_FFFFFF_NN.jpg\n"
            "  market1501/Market-1501-v15.09.15/query/...\n"
@@ -27,7 +28,9 @@ MLRMarket1501 = make_mlr_dataset(
             PPPP_cCsS_FFFFFF_NN.jpg     (PPPP: id, C: camera 1-6)
 
     Protocol: all images of the three folders are pooled (junk ids 0 and -1 dropped); 1,501 ids
-    split 751 / 750. Default ``lr_mode='half_images'``: a random half (rounded down) of each id's
+    split 751 / 750 at random per split, or as published (``id_split='official'``: the ids of
+    ``bounding_box_train`` train, those of ``query`` / ``bounding_box_test`` test; the splits then
+    differ only in their LR images and gallery draws). Default ``lr_mode='half_images'``: a random half (rounded down) of each id's
     images is downsampled. Probe = the LR images of each test id whose camera differs from the
     gallery image's; gallery = one random HR image per test id, drawn preferably from a camera
     holding no probe (LR images on the gallery image's camera are left out of the query and

@@ -30,9 +30,12 @@ class MLRSYSU(MLRDataset):
 
     ``PPPP`` is an integer id shared by both cameras; ``.jpg``, ``.png`` and ``.bmp`` are read.
 
-    Protocol: ids seen by both cameras (502) split 251 / 251. Default ``lr_mode='camera'``,
-    ``lr_camid=1``: cam_b images are downsampled; probe = the 3 LR images of each test id,
-    gallery = one random cam_a image per test id. 10 splits.
+    Protocol (Jiao et al.): 3 random images per person per camera (``images_per_camera=3``) and
+    one random LR camera per split (``lr_mode='random_camera'``), both drawn from the split's seed
+    and recorded in its JSON (the drawn camera under ``drawn.lr_camid``); ids seen by both cameras
+    (502) split 251 / 251; probe = the 3 LR images of each test id, gallery = one random image of
+    the other camera per test id. 10 splits. ``lr_mode='camera'`` with ``lr_camid`` fixes the LR
+    camera instead; ``images_per_camera=0`` keeps every image.
 
     Dataset statistics:
         - identities: 502; images: 502 x 2 cameras x 3 = 3,012; cameras: 2.
@@ -44,7 +47,8 @@ class MLRSYSU(MLRDataset):
               "  sysu/SYSU-ReID/cam_b/PPPP_NN.jpg  or  sysu/SYSU-ReID/cam_b/PPPP/<any>.jpg")
     homepage = ("the authors of Chen et al., Mirror Representation for Modeling View-Specific "
                 "Transform in Person Re-Identification, IJCAI 2015 (SYSU-ReID, on request)")
-    default_lr_mode = "camera"
+    default_lr_mode = "random_camera"
+    default_images_per_camera = 3
 
     def collect(self) -> List[Record]:
         records = []

@@ -7,7 +7,7 @@ A split file holds every protocol choice plus the train / query / gallery lists 
 import math
 import random
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
+from typing import AbstractSet, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 from jbim_reid.datasets.protocol import MLRProtocol
 
@@ -33,16 +33,32 @@ def _group(records: Sequence[Record]) -> List[List[Record]]:
     return sorted(persons, key=lambda recs: recs[0].relpath)
 
 
+def _per_camera(persons: List[List[Record]], count: int, rng: random.Random) -> List[List[Record]]:
+    """Each person's images reduced to ``count`` random ones per camera (all when fewer)."""
+    out = []
+    for recs in persons:
+        kept = []
+        for camid in sorted({r.camid for r in recs}):
+            mine = [r for r in recs if r.camid == camid]
+            kept += mine if len(mine) <= count else rng.sample(mine, count)
+        out.append(sorted(kept))
+    return out
+
+
 def _lr_flags(persons: List[List[Record]], protocol: MLRProtocol, rng: random.Random,
-              camera_pairs: Optional[Mapping[int, int]]) -> List[List[bool]]:
-    """Per person, per image: whether the image is on the LR side."""
+              camera_pairs: Optional[Mapping[int, int]], drawn: Dict[str, Any]) -> List[List[bool]]:
+    """Per person, per image: whether the image is on the LR side (a drawn LR camera goes into ``drawn``)."""
     mode = protocol.lr_mode
-    if mode == "camera":
-        cams = {r.camid for recs in persons for r in recs}
-        if protocol.lr_camid not in cams:
+    if mode in ("camera", "random_camera"):
+        cams = sorted({r.camid for recs in persons for r in recs})
+        if mode == "random_camera":
+            drawn["lr_camid"] = lr_camid = rng.choice(cams)
+        elif protocol.lr_camid not in cams:
             raise ValueError(f"lr_camid {protocol.lr_camid} is not a camera of this dataset; "
-                             f"expected one of {sorted(cams)}")
-        return [[r.camid == protocol.lr_camid for r in recs] for recs in persons]
+                             f"expected one of {cams}")
+        else:
+            lr_camid = protocol.lr_camid
+        return [[r.camid == lr_camid for r in recs] for recs in persons]
     if mode == "per_id":
         flags = []
         for recs in persons:
@@ -81,7 +97,8 @@ def validate_probes(query: Sequence[Mapping[str, Any]], gallery: Sequence[Mappin
 def build_split(records: Sequence[Record], protocol: MLRProtocol, split_id: int, dataset: str,
                 simulate: bool = True, num_train_ids: Optional[int] = None,
                 num_test_ids: Optional[int] = None,
-                camera_pairs: Optional[Mapping[int, int]] = None) -> Dict[str, Any]:
+                camera_pairs: Optional[Mapping[int, int]] = None,
+                test_persons: Optional[AbstractSet[str]] = None) -> Dict[str, Any]:
     """Generate split ``split_id`` of ``records`` under ``protocol``.
 
     Args:
@@ -93,23 +110,37 @@ def build_split(records: Sequence[Record], protocol: MLRProtocol, split_id: int,
         num_train_ids (int, optional): training ids; default: half of the ids, rounded up.
         num_test_ids (int, optional): test ids (the rest train) when ``num_train_ids`` is None.
         camera_pairs (mapping, optional): camid -> camera-pair index, for ``lr_mode='camera_pair'``.
+        test_persons (set of str, optional): the test persons (``Record.person``) of an official id
+            split (``protocol.id_split == 'official'``); the others train. Default: drawn at random.
 
     Returns:
         The split as a JSON-ready dict (see the module docstring).
     """
     rng = random.Random(f"{protocol.seed}-{split_id}")
     persons = _group(records)
+    if protocol.images_per_camera:
+        persons = _per_camera(persons, protocol.images_per_camera, rng)
     n = len(persons)
-    if num_train_ids is None:
-        num_train_ids = n - num_test_ids if num_test_ids is not None else math.ceil(n / 2)
-    if not 0 < num_train_ids < n:
-        raise ValueError(f"{dataset}: cannot split {n} ids seen by >= 2 cameras into {num_train_ids} "
-                         "training ids and at least one test id")
-    order = list(range(n))
-    rng.shuffle(order)
-    train_idx = sorted(order[:num_train_ids])
-    test_idx = sorted(order[num_train_ids:])
-    lr_flags = _lr_flags(persons, protocol, rng, camera_pairs)
+    if protocol.id_split == "official":
+        if test_persons is None:
+            raise ValueError(f"{dataset}: id_split 'official' needs the official test persons")
+        test_idx = [i for i, recs in enumerate(persons) if recs[0].person in test_persons]
+        train_idx = [i for i, recs in enumerate(persons) if recs[0].person not in test_persons]
+        if not train_idx or not test_idx:
+            raise ValueError(f"{dataset}: the official id split leaves {len(train_idx)} training and "
+                             f"{len(test_idx)} test ids seen by >= 2 cameras; expected both > 0")
+    else:
+        if num_train_ids is None:
+            num_train_ids = n - num_test_ids if num_test_ids is not None else math.ceil(n / 2)
+        if not 0 < num_train_ids < n:
+            raise ValueError(f"{dataset}: cannot split {n} ids seen by >= 2 cameras into {num_train_ids} "
+                             "training ids and at least one test id")
+        order = list(range(n))
+        rng.shuffle(order)
+        train_idx = sorted(order[:num_train_ids])
+        test_idx = sorted(order[num_train_ids:])
+    drawn: Dict[str, Any] = {}
+    lr_flags = _lr_flags(persons, protocol, rng, camera_pairs, drawn)
     id_ratio = [rng.choice(protocol.ratios) for _ in persons]
 
     def ratio_for(pidx: int) -> Optional[float]:
@@ -154,6 +185,7 @@ def build_split(records: Sequence[Record], protocol: MLRProtocol, split_id: int,
         "split_id": split_id,
         "protocol": protocol.recorded(),
         "protocol_hash": protocol.short_hash(),
+        **({"drawn": drawn} if drawn else {}),  # random choices of the protocol (lr_camid of random_camera)
         "simulated": simulate,
         "num_ids": n,
         "num_train_pids": len(train_idx),
