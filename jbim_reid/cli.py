@@ -26,7 +26,7 @@ import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import compat
+from jbim_reid import compat, distributed
 from jbim_reid.anchors import ENSEMBLE_COMMANDS
 from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
@@ -107,6 +107,11 @@ def _validate(cfg: CN) -> None:
     if len(cfg.data.sources) != 1:
         raise ConfigError(f"data.sources must name exactly one dataset (torchreid merges several into "
                           f"a plain ImageDataset without genuine sizes), got {list(cfg.data.sources)}")
+    if cfg.train.dist_backend not in ("",) + distributed.BACKENDS:
+        raise ConfigError(f"Unknown train.dist_backend '{cfg.train.dist_backend}'; expected one of "
+                          f"{list(distributed.BACKENDS)} or '' (nccl on GPU, gloo on CPU)")
+    if cfg.train.dist_timeout <= 0:
+        raise ConfigError(f"train.dist_timeout must be > 0 seconds, got {cfg.train.dist_timeout}")
     if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
         raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
                           "jbim.stage joint; with 'all' the stages train their own")
@@ -174,11 +179,13 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
     """Write ``<save_dir>/results.json`` and one CMC plot per target (``cmc_<target>.png``).
 
     The JSON holds rank1/5/10/20 and mAP (%) per target, plus the config; top-level ``rank1`` ...
-    ``mAP`` are those of the first target dataset.
+    ``mAP`` are those of the first target dataset. Under torchrun only rank 0 writes.
 
     Returns:
         str: the JSON file's path.
     """
+    if not distributed.is_main_process():
+        return osp.join(save_dir, "results.json")
     os.makedirs(save_dir, exist_ok=True)
     datasets = {}
     for name, res in engine.last_results.items():
@@ -261,6 +268,8 @@ def train(cfg: CN) -> int:
             _, checkpoints[part] = run_stage(cfg, datamanager, part, osp.join(save_dir, f"stage_{part}"),
                                              part)
     if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
+        if not distributed.is_main_process():
+            return 0
         only = osp.join(save_dir, f"stage_{next(iter(checkpoints))}", "results.json")
         with open(only, encoding="utf-8") as f:
             results = json.load(f)
@@ -347,7 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config_file, args.opts)
-        return COMMANDS[args.command][1](cfg)
+        with distributed.session(cfg.train.dist_backend, _use_gpu(cfg), cfg.train.dist_timeout):
+            return COMMANDS[args.command][1](cfg)
     except ConfigError as err:
         print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
         return 2
