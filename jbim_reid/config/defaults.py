@@ -231,7 +231,7 @@ def get_default_config() -> CN:
     # Process-group backend: nccl, gloo, or '' = nccl on GPU, gloo on CPU.
     cfg.train.dist_backend = ""
     # Seconds a rank waits on a collective before failing (a dead peer ends the job, no hang).
-    cfg.train.dist_timeout = 600.0
+    cfg.train.dist_timeout = 600
     # Convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only).
     cfg.train.sync_bn = False
     # Mine triplets over the features of all ranks (gradients through the local part); False =
