@@ -354,7 +354,8 @@ class JBIMEngine(torchreid.engine.Engine):
         self.last_results[dataset_name] = dict(
             distmat=distmat, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids, g_camids=g_camids,
             q_hw=q_hw, g_hw=g_hw, cmc=np.asarray(cmc), mAP=float(mAP))
-        if visrank and distributed.is_main_process():  # torchreid's ranked lists, each with the LR probe and its SR version in front
+        # torchreid's ranked lists, each with the LR probe and its SR version in front (rank 0 only)
+        if visrank and distributed.is_main_process():
             query, gallery = self.datamanager.fetch_test_loaders(dataset_name)
             visualize_cross_resolution_ranks(
                 distmat, query, gallery,
