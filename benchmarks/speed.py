@@ -6,7 +6,10 @@ Measures, in one run on this machine:
     and the 3-anchor ensemble probe path;
   * one training step of JBIM (joint stage) against torchreid's ``ImageTripletEngine`` step;
   * rank evaluation at Market-1501 scale (3,368 x 15,913): ``jbim_reid.metrics.evaluate_rank`` against
-    torchreid's Python ``evaluate_rank``, with a parity check.
+    torchreid's Python ``evaluate_rank``, with a parity check;
+  * on a CUDA device only (skipped with the reason otherwise): a JBIM training step and the probe path
+    in fp32 against mixed precision (``train.amp`` / ``test.amp``, with ``train.channels_last``):
+    images/s and peak GPU memory.
 
 Every measurement runs in a fresh child process so that its peak resident memory (``ru_maxrss``) is its
 own; the report gives absolute figures and ratios against the plain baseline.
@@ -155,12 +158,60 @@ def _measure_ranking(args) -> Dict[str, float]:
     }
 
 
+def _measure_gpu_amp(args) -> Dict[str, object]:
+    """JBIM training step and probe path on CUDA, fp32 vs autocast (+ channels_last); a ``skipped``
+    reason without a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device: mixed precision (train.amp, test.amp) is GPU-only"}
+    from jbim_reid.engines import JBIMEngine
+
+    b = args.batch_size
+    pids = (torch.arange(b) // 4 % args.num_classes).cuda()
+    out: Dict[str, object] = {"device": torch.cuda.get_device_name(),
+                              "amp_dtype": "bf16" if torch.cuda.is_bf16_supported() else "fp16"}
+    for name, amp in (("fp32", False), ("amp_channels_last", True)):
+        torch.manual_seed(0)
+        torch.cuda.reset_peak_memory_stats()
+        model = _build_jbim(args).cuda()
+        optim = torch.optim.Adam(model.parameters(), lr=3e-4)
+        engine = JBIMEngine(_FakeDataManager(args.num_classes), model, optim, stage="joint",
+                            use_gpu=True, amp=amp, test_amp=amp, channels_last=amp)
+        data = {"img_lr": torch.randn(b, 3, args.height, args.width, device="cuda"),
+                "img_hr": torch.randn(b, 3, args.height, args.width, device="cuda"), "pid": pids}
+
+        def step():
+            engine.forward_backward(data)
+            torch.cuda.synchronize()
+
+        model.train()
+        train_ips = _throughput(step, b, args.repeats)
+        train_mib = torch.cuda.max_memory_allocated() / 2 ** 20
+        model.eval()
+        x = engine._to_device(data["img_lr"])
+
+        @torch.no_grad()
+        def probe():
+            with engine._autocast(amp):
+                model.probe_features(x)
+            torch.cuda.synchronize()
+
+        out[name] = {"train_images_per_s": train_ips, "train_peak_gpu_mib": train_mib,
+                     "probe_images_per_s": _throughput(probe, b, args.repeats)}
+    fp32, amp = out["fp32"]["train_images_per_s"], out["amp_channels_last"]["train_images_per_s"]
+    out["train_speedup"] = amp / fp32
+    return out
+
+
 def _child(target: str, kind: str, args, queue) -> None:
     try:
         if target == "inference":
             queue.put(_measure_inference(kind, args))
         elif target == "train":
             queue.put(_measure_train_step(kind, args))
+        elif target == "gpu":
+            queue.put(_measure_gpu_amp(args))
         else:
             queue.put(_measure_ranking(args))
     except Exception as exc:  # reported by the parent, which keeps measuring the rest
@@ -213,6 +264,8 @@ def main(argv: List[str] = None) -> int:
         results[kind] = _run_isolated("train", kind, args)
     print(f"measuring rank evaluation ({args.rank_queries} x 15913) ...", flush=True)
     results["ranking"] = _run_isolated("ranking", "", args)
+    print("measuring mixed precision on CUDA ...", flush=True)
+    results["gpu_amp"] = _run_isolated("gpu", "", args)
 
     base_inf = results["plain_backbone"].get("images_per_s")
     base_train = results["plain_triplet_step"].get("images_per_s")
@@ -242,6 +295,15 @@ def main(argv: List[str] = None) -> int:
               f"jbim_reid {rk['fast_s']:.2f} s, torchreid Python {rk['torchreid_python_s']:.2f} s "
               f"({rk['speedup']:.1f}x faster); parity: max |dCMC| = {rk['max_abs_cmc_diff']:.2e}, "
               f"|dmAP| = {rk['abs_map_diff']:.2e}")
+    amp = results["gpu_amp"]
+    if "skipped" in amp or "error" in amp:
+        print(f"\nmixed precision: {amp.get('skipped') or 'error: ' + amp['error']}")
+    else:
+        print(f"\nmixed precision on {amp['device']} ({amp['amp_dtype']} autocast + channels_last):")
+        for name in ("fp32", "amp_channels_last"):
+            r = amp[name]
+            print(f"  {name}: train {r['train_images_per_s']:.1f} images/s, peak "
+                  f"{r['train_peak_gpu_mib']:.0f} MiB; probe {r['probe_images_per_s']:.1f} images/s")
     total = time.perf_counter() - started
     print(f"total time {total:.0f} s")
 

@@ -34,7 +34,7 @@ import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import compat, resume
+from jbim_reid import compat, distributed, resume
 from jbim_reid.anchors import ENSEMBLE_COMMANDS
 from jbim_reid.complexity import complexity_table, model_complexity
 from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
@@ -135,6 +135,11 @@ def _validate(cfg: CN) -> None:
         if num_splits and not 0 <= cfg.data.split_id < num_splits:
             raise ConfigError(f"data.split_id {cfg.data.split_id} is out of range for '{name}'; "
                               f"expected 0..{num_splits - 1}")
+    if cfg.train.dist_backend not in ("",) + distributed.BACKENDS:
+        raise ConfigError(f"Unknown train.dist_backend '{cfg.train.dist_backend}'; expected one of "
+                          f"{list(distributed.BACKENDS)} or '' (nccl on GPU, gloo on CPU)")
+    if cfg.train.dist_timeout <= 0:
+        raise ConfigError(f"train.dist_timeout must be > 0 seconds, got {cfg.train.dist_timeout}")
     if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
         raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
                           "jbim.stage joint; with 'all' the stages train their own")
@@ -245,11 +250,13 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
     """Write ``<save_dir>/results.json`` and one CMC plot per target (``cmc_<target>.png``).
 
     The JSON holds rank1/5/10/20 and mAP (%) per target, plus the config; top-level ``rank1`` ...
-    ``mAP`` are those of the first target dataset.
+    ``mAP`` are those of the first target dataset. Under torchrun only rank 0 writes.
 
     Returns:
         str: the JSON file's path.
     """
+    if not distributed.is_main_process():
+        return osp.join(save_dir, "results.json")
     os.makedirs(save_dir, exist_ok=True)
     datasets = {}
     for name, res in engine.last_results.items():
@@ -347,12 +354,15 @@ def train(cfg: CN) -> int:
             checkpoints[part] = resume.run_or_skip(cfg, lambda: datamanager, part,
                                                    osp.join(save_dir, f"stage_{part}"), part)
     if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
-        resume.promote_results(osp.join(save_dir, f"stage_{next(iter(checkpoints))}"), save_dir)
+        if distributed.is_main_process():
+            resume.promote_results(osp.join(save_dir, f"stage_{next(iter(checkpoints))}"), save_dir)
         return 0
     print("##### Stage joint #####")
     resume.run_or_skip(cfg, lambda: datamanager, "joint", osp.join(save_dir, "stage_joint"), variant,
                        checkpoints["him"], checkpoints["lim"], trains=variant == "jbim")
-    resume.promote_results(osp.join(save_dir, "stage_joint"), save_dir, {"stage": "all", "variant": variant})
+    if distributed.is_main_process():
+        resume.promote_results(osp.join(save_dir, "stage_joint"), save_dir,
+                               {"stage": "all", "variant": variant})
     return 0
 
 
@@ -438,7 +448,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         cfg = load_config(getattr(args, "config_file", ""), getattr(args, "opts", None))
         function = COMMANDS[args.command][1]
-        return function(cfg, args) if hasattr(function, "add_arguments") else function(cfg)
+        with distributed.session(cfg.train.dist_backend, _use_gpu(cfg), cfg.train.dist_timeout):
+            return function(cfg, args) if hasattr(function, "add_arguments") else function(cfg)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as err:
         if getattr(args, "debug", False):
             traceback.print_exc()

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 from yacs.config import CfgNode as CN
 
+from jbim_reid import distributed
 from jbim_reid.engines import checkpoint_path, list_checkpoints
 from jbim_reid.fileio import CheckpointError, CheckpointMismatchError, atomic_write, load_torch_file
 from jbim_reid.reports import read_json, write_json
@@ -79,7 +80,9 @@ def resume_latest(engine, save_dir: str) -> Optional[int]:
         CheckpointMismatchError: the folder holds checkpoints of another model and none of this one
             (training from scratch would delete them).
     """
-    _remove_partial_writes(save_dir)
+    if distributed.is_main_process():  # under torchrun only rank 0 writes (and cleans) checkpoints
+        _remove_partial_writes(save_dir)
+    distributed.barrier()
     mismatch = None
     damaged = []
     for _, path in reversed(list_checkpoints(save_dir)):

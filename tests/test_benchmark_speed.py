@@ -39,3 +39,8 @@ def test_ranking_measurement_checks_parity_with_torchreid(args):
 def test_unknown_measurement_is_rejected(args):
     with pytest.raises(ValueError, match="unknown inference measurement"):
         speed._measure_inference("nope", args)
+
+
+def test_mixed_precision_measurement_is_skipped_with_a_reason_without_cuda(args, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert "no CUDA device" in speed._measure_gpu_amp(args)["skipped"]

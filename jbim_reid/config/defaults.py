@@ -246,5 +246,24 @@ def get_default_config() -> CN:
     # Stage-lim checkpoint that initialises LIM for stage joint; '' = none.
     cfg.jbim.lim_checkpoint = ""
 
+    # ---------------------------------------------------------------- distributed / mixed precision
+    # (jbim_reid/distributed.py; effective under torchrun, ignored by a single process)
+    # Process-group backend: nccl, gloo, or '' = nccl on GPU, gloo on CPU.
+    cfg.train.dist_backend = ""
+    # Seconds a rank waits on a collective before failing (a dead peer ends the job, no hang).
+    cfg.train.dist_timeout = 600
+    # Convert BatchNorm to SyncBatchNorm (statistics over the global batch; CUDA only).
+    cfg.train.sync_bn = False
+    # Mine triplets over the features of all ranks (gradients through the local part); False =
+    # within each rank's batch.
+    cfg.train.dist_gather_triplet = False
+    # Mixed-precision training on CUDA: autocast (bf16 where supported, else fp16 + GradScaler);
+    # off on CPU.
+    cfg.train.amp = False
+    # Channels-last memory format for the model and its inputs (faster convolutions on recent GPUs).
+    cfg.train.channels_last = False
+    # Autocast (as train.amp) for test-time feature extraction on CUDA; off on CPU.
+    cfg.test.amp = False
+
     add_ensemble_config(cfg)
     return cfg

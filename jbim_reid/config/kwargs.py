@@ -74,6 +74,12 @@ def engine_kwargs(cfg: CN) -> Dict[str, Any]:
         "weight_x": cfg.loss.triplet.weight_x,
         "synthetic_lr": cfg.jbim.synthetic_lr,
         "cross_stream_triplet": cfg.jbim.cross_stream_triplet,
+        "sync_bn": cfg.train.sync_bn,
+        "dist_gather_triplet": cfg.train.dist_gather_triplet,
+        "amp": cfg.train.amp,
+        "test_amp": cfg.test.amp,
+        "channels_last": cfg.train.channels_last,
+        "seed": cfg.train.seed,
     }
 
 

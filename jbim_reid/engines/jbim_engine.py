@@ -1,4 +1,5 @@
 """``JBIMEngine``: torchreid engine for the JBIM losses (Eq. 3-11) and LR-probe / HR-gallery evaluation."""
+import contextlib
 import datetime
 import os
 import os.path as osp
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 import torchreid
 from torch.utils.tensorboard import SummaryWriter
 
+from jbim_reid import distributed
 from jbim_reid.engines.losses import ClassificationLoss
 from jbim_reid.fileio import CheckpointMismatchError, load_torch_file, save_torch_file
 from jbim_reid.visualize import sr_images_from_model, visualize_cross_resolution_ranks
@@ -121,6 +123,25 @@ class JBIMEngine(torchreid.engine.Engine):
             an LR feature towards the HR feature of the same person; cross-entropy stays per stream.
             False applies a separate triplet inside each stream, which never compares resolutions.
             Default is True.
+        sync_bn (bool, optional): under torchrun on GPUs, convert every BatchNorm to SyncBatchNorm
+            (statistics over the global batch; ignored with a note on CPU). Default is False.
+        dist_gather_triplet (bool, optional): under torchrun, mine each triplet over the features of
+            all ranks (gradients through this rank's part) instead of this rank's batch alone.
+            Default is False.
+        amp (bool, optional): mixed-precision training on CUDA (autocast: bf16 where supported, else
+            fp16 with a GradScaler); off on CPU. Default is False.
+        test_amp (bool, optional): autocast for feature extraction on CUDA; off on CPU.
+            Default is False.
+        channels_last (bool, optional): channels-last memory format for the model and its inputs.
+            Default is False.
+        seed (int, optional): seed of the distributed train sampler (``seed + epoch`` each epoch, the
+            same on every rank). Default is 1.
+
+    Under ``torchrun`` (a process group set up by ``jbim_reid.distributed.setup``) the model trains
+    inside DistributedDataParallel, the train loader draws per-rank batches from
+    ``DistributedIdentitySampler`` (global batch = batch size x world size), evaluation extracts
+    features on every rank over disjoint shards and gathers them, and only rank 0 writes logs,
+    TensorBoard scalars and checkpoints.
 
     Examples::
         >>> engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, stage='joint')
@@ -131,7 +152,9 @@ class JBIMEngine(torchreid.engine.Engine):
     def __init__(self, datamanager, model, optimizer, scheduler=None, use_gpu: bool = False,
                  alpha: float = 1.0, beta: float = 3.0, stage: str = "joint",
                  label_smooth: bool = True, margin: float = 0.3, weight_t: float = 1.0,
-                 weight_x: float = 1.0, synthetic_lr: bool = True, cross_stream_triplet: bool = True):
+                 weight_x: float = 1.0, synthetic_lr: bool = True, cross_stream_triplet: bool = True,
+                 sync_bn: bool = False, dist_gather_triplet: bool = False, amp: bool = False,
+                 test_amp: bool = False, channels_last: bool = False, seed: int = 1):
         super().__init__(datamanager, use_gpu)
         if stage not in STAGES:
             raise ValueError(f"Unknown jbim.stage '{stage}' for JBIMEngine; expected one of {list(STAGES)}")
@@ -154,6 +177,86 @@ class JBIMEngine(torchreid.engine.Engine):
                             f"(a jbim_reid.datasets.CrossResolutionDataset); got "
                             f"{type(dataset).__name__}")
         dataset.pair_views = True
+        self.amp, self.test_amp, self.channels_last = amp, test_amp, channels_last
+        self.dist_gather_triplet = dist_gather_triplet
+        self.train_model = self._wrap_model(sync_bn)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and self._amp_dtype() == torch.float16)
+        if distributed.is_distributed():
+            self.train_loader = distributed.train_loader(self.train_loader, self._train_sampler(seed))
+        if not distributed.is_main_process():
+            self.writer = _NullWriter()  # Engine.run opens a SummaryWriter only when writer is None
+
+    def _wrap_model(self, sync_bn: bool):
+        """The module ``forward_backward`` calls: DistributedDataParallel around ``self.model`` under
+        torchrun (``self.model`` stays the bare model, for saving and evaluation), else the model."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if not distributed.is_distributed():
+            return self.model
+        if sync_bn and self.use_gpu:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self._models["model"] = self.model
+        elif sync_bn:
+            print("=> train.sync_bn ignored: SyncBatchNorm needs CUDA (each rank keeps its BatchNorm)")
+        # a stage trains only some branches and fixbase_epoch freezes layers: some parameters get
+        # no gradient in a step
+        return torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[torch.cuda.current_device()] if self.use_gpu else None,
+            find_unused_parameters=True)
+
+    def _train_sampler(self, seed: int):
+        sampler = self.train_loader.sampler
+        name = type(sampler).__name__
+        return distributed.build_train_sampler(
+            self.train_loader.dataset.train, name, self.train_loader.batch_size,
+            getattr(sampler, "num_instances", 1), seed)
+
+    def _amp_dtype(self) -> Optional[torch.dtype]:
+        """bf16 on CUDA devices that support it, else fp16; None (no autocast) on CPU."""
+        if not self.use_gpu:
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _autocast(self, enabled: bool):
+        dtype = self._amp_dtype()
+        if not enabled or dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_gpu:
+            x = x.cuda(non_blocking=True)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _metric(self, feat: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+        """Weighted triplet over ``feat (N, D)``; with ``dist_gather_triplet`` over every rank's rows.
+
+        DistributedDataParallel averages gradients over ranks while each rank back-propagates the
+        gathered loss through its own rows only, so the gradient is scaled by the world size (the
+        value is unchanged) to equal a single process's gradient of the same global batch.
+        """
+        if not (self.dist_gather_triplet and distributed.is_distributed()):
+            return self.criterion.metric(feat, pids)
+        world = distributed.get_world_size()
+        loss = self.criterion.metric(distributed.all_gather_with_local_grad(feat),
+                                     distributed.all_gather_with_local_grad(pids))
+        return loss * world - loss.detach() * (world - 1)
+
+    def _step(self, loss: torch.Tensor) -> None:
+        """Zero the gradients, back-propagate ``loss`` (scaled for fp16) and step the optimizer."""
+        self.optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def train(self, *args, **kwargs):
+        """torchreid's epoch, after giving the distributed sampler this epoch's seed."""
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        return super().train(*args, **kwargs)
 
     @staticmethod
     def _branches(model, stage: str) -> tuple:
@@ -188,13 +291,13 @@ class JBIMEngine(torchreid.engine.Engine):
                 feats.append(feat)
                 labels.append(pids[side])
             else:
-                term = self.criterion(feat, logits, pids[side])["loss"]
+                term = self.criterion.identity(logits, pids[side]) + self._metric(feat, pids[side])
             total = term if total is None else total + term
             if stream == streams[0][0] and self.criterion.weight_x > 0:
                 acc = torchreid.metrics.accuracy(logits, pids[side])[0]
                 summary[f"acc_{key}"] = acc.item()
         if feats:
-            total = total + self.criterion.metric(torch.cat(feats), torch.cat(labels))
+            total = total + self._metric(torch.cat(feats), torch.cat(labels))
         summary[f"loss_{key}"] = total.item()
         return total
 
@@ -213,11 +316,12 @@ class JBIMEngine(torchreid.engine.Engine):
             raise KeyError("JBIMEngine batches need 'img_lr' and 'img_hr': the train dataset's "
                            "pair_views must be True")
         x_lr, x_hr, pid = data["img_lr"], data["img_hr"], data["pid"]
-        if self.use_gpu:
-            x_lr, x_hr, pid = x_lr.cuda(), x_hr.cuda(), pid.cuda()
+        x_lr, x_hr, pid = self._to_device(x_lr), self._to_device(x_hr), self._to_device(pid)
         pids = {"lr": pid, "hr": pid}  # a group shares one identity across its two views
-        out = self.model(x_lr, x_hr, branches=self.branches, synthetic_lr=self.synthetic_lr,
-                         hw_hr=data.get("hw_hr"))
+        with self._autocast(self.amp):
+            out = self.train_model(x_lr, x_hr, branches=self.branches,
+                                   synthetic_lr=self.synthetic_lr, hw_hr=data.get("hw_hr"))
+        out = {k: v.float() if torch.is_floating_point(v) else v for k, v in out.items()}
         summary, loss = {}, 0
         if "him" in self.branches:
             loss = loss + self._cls_terms(out, "him", "him_reid", _HIM_STREAMS, pids, summary)
@@ -229,15 +333,13 @@ class JBIMEngine(torchreid.engine.Engine):
             loss = loss + self._cls_terms(out, "lim", "lim", _LIM_STREAMS, pids, summary)
         if "fusion" in self.branches and self.beta > 0:
             loss = loss + self.beta * self._cls_terms(out, "fus", "fus", _FUS_STREAMS, pids, summary)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self._step(loss)
         summary["loss"] = loss.item()
         for key in ("acc_fus", "acc_him_reid", "acc_lim"):  # the stage's main classifier
             if key in summary:
                 summary["acc"] = summary[key]
                 break
-        return summary
+        return distributed.mean_over_ranks(summary)
 
     def extract_features(self, input: torch.Tensor, role: str = "probe",
                          hw: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -248,18 +350,24 @@ class JBIMEngine(torchreid.engine.Engine):
         return self.model.probe_features(input)
 
     def _extract(self, loader, role: str, timer: torchreid.utils.AverageMeter):
+        """Features, pids, camids and ``hw`` of every item of ``loader``, in order; under torchrun
+        each rank extracts its own contiguous shard and the shards are gathered in rank order."""
         feats, pids, camids, hws = [], [], [], []
-        for data in loader:
-            imgs = data["img"].cuda() if self.use_gpu else data["img"]
+        for data in distributed.shard_loader(loader):
+            imgs = self._to_device(data["img"])
             end = time.time()
-            feats.append(self.extract_features(imgs, role=role, hw=data.get("hw")).cpu())
+            with self._autocast(self.test_amp):
+                feat = self.extract_features(imgs, role=role, hw=data.get("hw"))
+            feats.append(feat.float().cpu())
             timer.update(time.time() - end)
             pids.extend(data["pid"].tolist())
             camids.extend(data["camid"].tolist())
             if "hw" in data:
                 hws.append(torch.as_tensor(data["hw"]).reshape(-1, 2))
         hw = torch.cat(hws).numpy() if hws and len(hws) == len(feats) else None
-        return torch.cat(feats), np.asarray(pids), np.asarray(camids), hw
+        feat = torch.cat(feats) if feats else torch.empty(0, self.model.feature_dim)
+        gather = distributed.gather_rows
+        return gather(feat), gather(np.asarray(pids)), gather(np.asarray(camids)), gather(hw)
 
     @torch.no_grad()
     def _evaluate(self, dataset_name: str = "", query_loader=None, gallery_loader=None,
@@ -306,7 +414,8 @@ class JBIMEngine(torchreid.engine.Engine):
         self.last_results[dataset_name] = dict(
             distmat=distmat, q_pids=q_pids, g_pids=g_pids, q_camids=q_camids, g_camids=g_camids,
             q_hw=q_hw, g_hw=g_hw, cmc=np.asarray(cmc), mAP=float(mAP))
-        if visrank:  # torchreid's ranked lists, each with the LR probe and its SR version in front
+        # torchreid's ranked lists, each with the LR probe and its SR version in front (rank 0 only)
+        if visrank and distributed.is_main_process():
             query, gallery = self.datamanager.fetch_test_loaders(dataset_name)
             visualize_cross_resolution_ranks(
                 distmat, query, gallery,
@@ -378,6 +487,9 @@ class JBIMEngine(torchreid.engine.Engine):
         ``save_checkpoint`` writes in place). Older checkpoints beyond ``keep_checkpoints`` are then
         deleted. ``rank1`` is None when no evaluation ran at this epoch.
         """
+        if not distributed.is_main_process():  # rank 0 writes; every rank waits until it is on disk
+            distributed.barrier()
+            return
         model = self._models["model"]
         state = {
             "state_dict": model.state_dict(),
@@ -398,6 +510,7 @@ class JBIMEngine(torchreid.engine.Engine):
         if keep > 0:
             for _, old in list_checkpoints(save_dir)[:-keep]:
                 os.remove(old)
+        distributed.barrier()
 
     def resume(self, fpath: str) -> int:
         """Restore model, optimizer, scheduler and random state from a ``save_model`` checkpoint.
@@ -455,3 +568,13 @@ class JBIMEngine(torchreid.engine.Engine):
         groups = checkpoint["optimizer"].get("param_groups", [])
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.optimizer.param_groups]:
             raise mismatch("holds the state of another optimizer (its parameter groups differ)")
+
+
+class _NullWriter:
+    """Stands in for TensorBoard's ``SummaryWriter`` on ranks other than 0 (which write nothing)."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
