@@ -194,14 +194,14 @@ def test_resume_from_two_ranks_on_one_and_from_one_rank_on_two(two_rank_run, odd
                                                       str(two_rank_ckpt)),
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=400)
     out = check(proc)
-    assert "Last epoch = 1" in out and "torch.distributed" not in out
+    assert "(epoch 1 finished)" in out and "torch.distributed" not in out
     one_ckpt = one / "model" / "model.pth.tar-2"
     assert adam_steps(one_ckpt) == {max(adam_steps(two_rank_ckpt)) + last_batch_count(out, 2)}
 
     two = tmp_path / "two"  # 2 ranks resume the 1-rank checkpoint
     out = check(torchrun(2, cli_args(odd_root, two, "jbim.stage", "him", "train.max_epoch", "3",
                                      "model.resume", str(one_ckpt))))
-    assert "Last epoch = 2" in out
+    assert "(epoch 2 finished)" in out
     ckpt = torch.load(two / "model" / "model.pth.tar-3", weights_only=True)
     assert ckpt["epoch"] == 3
     assert adam_steps(two / "model" / "model.pth.tar-3") == \
