@@ -38,6 +38,7 @@ from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
+from jbim_reid.sr_stage import run_sr_stage
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
            "train", "test", "complexity", "write_results", "ConfigError"]
@@ -82,9 +83,19 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
 
 
 def _validate(cfg: CN) -> None:
-    stages = ("him", "lim", "joint", "all")
+    stages = ("sr", "him", "lim", "joint", "all")
     if cfg.jbim.stage not in stages:
         raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
+    if cfg.jbim.stage == "sr" and "sr" not in VARIANTS.get(cfg.jbim.variant, ("sr",)):
+        raise ConfigError(f"jbim.stage sr trains the SR module, which jbim.variant "
+                          f"'{cfg.jbim.variant}' does not have")
+    if not all(0 < m <= 1 for m in cfg.jbim.train_ratios):
+        raise ConfigError(f"jbim.train_ratios must all be in (0, 1], got {list(cfg.jbim.train_ratios)}")
+    if cfg.jbim.sr_patience < 1 or cfg.jbim.sr_max_epoch < 0:
+        raise ConfigError(f"jbim.sr_patience must be >= 1 (got {cfg.jbim.sr_patience}) and "
+                          f"jbim.sr_max_epoch >= 0 (got {cfg.jbim.sr_max_epoch})")
+    if not 0 < cfg.jbim.sr_holdout < 1:
+        raise ConfigError(f"jbim.sr_holdout must be in (0, 1), got {cfg.jbim.sr_holdout}")
     if cfg.jbim.variant not in VARIANTS:
         raise ConfigError(f"Unknown jbim.variant '{cfg.jbim.variant}'; expected one of {list(VARIANTS)}")
     if cfg.jbim.sr not in SR_MODELS:
@@ -136,7 +147,7 @@ def build_datamanager(cfg: CN):
 
 
 def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
-                him_checkpoint: str = "", lim_checkpoint: str = "") -> JBIM:
+                him_checkpoint: str = "", lim_checkpoint: str = "", sr_checkpoint: str = "") -> JBIM:
     """The JBIM model of ``cfg``, optionally initialised from stage checkpoints.
 
     Args:
@@ -145,6 +156,8 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         variant (str, optional): overrides ``jbim.variant``.
         him_checkpoint (str): checkpoint whose ``sr.*`` and ``him.*`` weights initialise the model.
         lim_checkpoint (str): checkpoint whose ``lim.*`` weights initialise the model.
+        sr_checkpoint (str): checkpoint of stage ``sr`` whose ``sr.*`` weights initialise the SR
+            module (before ``him_checkpoint``, which overrides it).
 
     Returns:
         JBIM: the model (the FFN, when present, stays freshly initialised).
@@ -157,7 +170,7 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         print("=> model.pretrained is True but model.pretrained_path is empty: backbones are "
               "randomly initialised (nothing is downloaded)")
     model = JBIM(num_classes, **kwargs)
-    for path, parts in ((him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
+    for path, parts in ((sr_checkpoint, ("sr",)), (him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
         for part in parts:
             if path and getattr(model, part) is not None:
                 load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")
@@ -198,19 +211,25 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
 
 
 def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional[str] = None,
-              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True
-              ) -> Tuple[JBIMEngine, str]:
+              him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True,
+              sr_checkpoint: str = "") -> Tuple[JBIMEngine, str]:
     """Train (and test) one stage; returns the engine and its last checkpoint.
 
     Args:
-        stage (str): ``him``, ``lim`` or ``joint``.
+        stage (str): ``sr`` (SR pre-training, :func:`jbim_reid.sr_stage.run_sr_stage`: returns an
+            ``SREngine`` and its best checkpoint, '' when nothing trains), ``him``, ``lim`` or
+            ``joint``.
         save_dir (str): output folder of this stage.
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
         train_epochs (bool): False only tests (and saves) the initialised model.
+        sr_checkpoint (str): stage-``sr`` checkpoint initialising the SR module.
     """
+    if stage == "sr":
+        return run_sr_stage(cfg, datamanager, save_dir)
     torchreid.utils.set_random_seed(cfg.train.seed)
-    model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint)
+    model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint,
+                        sr_checkpoint)
     use_gpu = _use_gpu(cfg)
     if use_gpu:
         model = model.cuda()
@@ -243,7 +262,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
 
 
 def train(cfg: CN) -> int:
-    """``jbim-reid train``: one stage, or ``all`` (him, lim, joint in sub-folders of data.save_dir)."""
+    """``jbim-reid train``: one stage, or ``all`` (sr, him, lim, joint in sub-folders of data.save_dir)."""
     if cfg.test.evaluate:
         return test(cfg)
     datamanager = build_datamanager(cfg)
@@ -254,12 +273,16 @@ def train(cfg: CN) -> int:
         return 0
     if cfg.model.resume:
         raise ConfigError("model.resume needs a single jbim.stage (him, lim or joint), not 'all'")
+    sr_checkpoint = ""
+    if "sr" in VARIANTS[variant]:  # SR pre-training initialises stage him's SR module
+        print("##### Stage sr #####")
+        _, sr_checkpoint = run_stage(cfg, datamanager, "sr", osp.join(save_dir, "stage_sr"))
     checkpoints = {}
     for part in ("him", "lim"):
         if part in VARIANTS[variant]:
             print(f"##### Stage {part} #####")
             _, checkpoints[part] = run_stage(cfg, datamanager, part, osp.join(save_dir, f"stage_{part}"),
-                                             part)
+                                             part, sr_checkpoint=sr_checkpoint if part == "him" else "")
     if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
         only = osp.join(save_dir, f"stage_{next(iter(checkpoints))}", "results.json")
         with open(only, encoding="utf-8") as f:
@@ -321,7 +344,7 @@ def complexity(cfg: CN) -> int:
 
 
 COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
-    "train": ("train JBIM (jbim.stage: him, lim, joint or all) and test it", train),
+    "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", train),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
                    complexity),
