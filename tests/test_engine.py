@@ -300,8 +300,12 @@ def test_sr_loss_is_the_pixel_mse_of_eq_2():
 
 def test_without_synthetic_lr_lim_keeps_its_h2l_stream():
     engine = make_engine(synthetic_lr=False)
+    engine.model.ratio, engine.model.train_ratios = 0.25, [0.25]  # 1/2 of 64x32 is the 32x16 tensor
     seen = []
     lim = engine.model.lim.forward
     engine.model.lim.forward = lambda x: seen.append(x) or lim(x)
-    summary = engine.forward_backward(batch(engine))
+    data = batch(engine)
+    summary = engine.forward_backward(data)
     assert "loss_sr" not in summary and len(seen) == 2  # LIM: real LR and synthetic LR streams
+    x_h2l = engine.model.synthesize_lr(data["img_hr"], data["hw_hr"])
+    assert torch.allclose(seen[1], x_h2l) and not torch.allclose(seen[1], data["img_hr"])
