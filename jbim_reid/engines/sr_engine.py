@@ -26,7 +26,7 @@ from jbim_reid.models.pixel import PixelSpaceSR
 __all__ = ["SREngine", "HRImages", "hr_train_paths", "split_holdout", "sr_checkpoint_path"]
 
 HOLDOUT_SEED = 0  # the held-out images depend on the training set only, not on train.seed
-MIN_GAIN_DB = 1e-3  # a held-out PSNR counts as higher when it beats the best by more than this
+MIN_GAIN_DB = 0.01  # a held-out PSNR counts as higher when it beats the best by more than this (dB)
 
 
 def sr_checkpoint_path(save_dir: str) -> str:
