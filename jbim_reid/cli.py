@@ -170,7 +170,8 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         print("=> model.pretrained is True but model.pretrained_path is empty: backbones are "
               "randomly initialised (nothing is downloaded)")
     model = JBIM(num_classes, **kwargs)
-    for path, parts in ((sr_checkpoint, ("sr",)), (him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
+    stage_parts = ((sr_checkpoint, ("sr",)), (him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",)))
+    for path, parts in stage_parts:
         for part in parts:
             if path and getattr(model, part) is not None:
                 load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")

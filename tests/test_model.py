@@ -96,7 +96,8 @@ def test_probe_goes_through_sr_and_gallery_through_downsampling(monkeypatch):
     log = []
     model.sr = Recorder(log, "sr")
     down = model.synthesize_lr
-    monkeypatch.setattr(model, "synthesize_lr", lambda x, hw=None, ratio=None: log.append("down") or down(x, hw))
+    monkeypatch.setattr(model, "synthesize_lr",
+                        lambda x, hw=None, ratio=None: log.append("down") or down(x, hw))
     x = torch.randn(2, 3, H, W)
     model.probe_features(x)
     assert log == ["sr"]

@@ -192,7 +192,8 @@ class SREngine(torchreid.engine.Engine):
                     scores[m][f"psnr_{name}"].extend(psnr(img, target).tolist())
                     scores[m][f"ssim_{name}"].extend(ssim(img, target).tolist())
         self.model.train(was_training)
-        per_ratio = {ratio_label(m): {k: float(np.mean(v)) for k, v in s.items()} for m, s in scores.items()}
+        per_ratio = {ratio_label(m): {k: float(np.mean(v)) for k, v in s.items()}
+                     for m, s in scores.items()}
         results = {k: float(np.mean([r[k] for r in per_ratio.values()]))
                    for k in ("psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic")}
         results["psnr_gain"] = results["psnr_sr"] - results["psnr_bicubic"]
@@ -211,8 +212,8 @@ class SREngine(torchreid.engine.Engine):
             str: the checkpoint's path.
         """
         path = sr_checkpoint_path(save_dir)
-        save_torch_file({"state_dict": self.model.state_dict(), "epoch": int(epoch), "psnr": float(psnr_sr),
-                         "stage": "sr", **self.checkpoint_info}, path)
+        save_torch_file({"state_dict": self.model.state_dict(), "epoch": int(epoch),
+                         "psnr": float(psnr_sr), "stage": "sr", **self.checkpoint_info}, path)
         return path
 
     def run(self, save_dir: str = "log", max_epoch: int = 100, patience: int = 10,
@@ -243,7 +244,8 @@ class SREngine(torchreid.engine.Engine):
         history = [{"epoch": 0, "psnr_sr": current["psnr_sr"]}]
         print(f"=> SR stage: held-out PSNR {current['psnr_sr']:.2f} dB (bicubic "
               f"{current['psnr_bicubic']:.2f} dB) on {current['num_images']} images before training")
-        best, best_epoch, best_state, stale = current["psnr_sr"], 0, copy.deepcopy(self.model.state_dict()), 0
+        best, best_epoch, stale = current["psnr_sr"], 0, 0
+        best_state = copy.deepcopy(self.model.state_dict())
         train_seconds = []
         for self.epoch in range(max_epoch if trains else 0):
             self._losses = []
@@ -256,7 +258,8 @@ class SREngine(torchreid.engine.Engine):
             print(f"=> SR epoch {self.epoch + 1}: loss_sr {history[-1]['loss_sr']:.5f}, held-out "
                   f"PSNR {value:.2f} dB (best {max(best, value):.2f}), {train_seconds[-1]:.1f} s")
             if value > best + MIN_GAIN_DB:
-                best, best_epoch, best_state, stale = value, self.epoch + 1, copy.deepcopy(self.model.state_dict()), 0
+                best, best_epoch, stale = value, self.epoch + 1, 0
+                best_state = copy.deepcopy(self.model.state_dict())
             else:
                 stale += 1
                 if stale >= patience:
@@ -264,11 +267,12 @@ class SREngine(torchreid.engine.Engine):
                     break
         self.model.load_state_dict(best_state)
         results = self.evaluate()
+        checkpoint = self.save_model(best_epoch, results["psnr_sr"], save_dir) if trains else ""
         results.update(best_epoch=best_epoch, epochs=len(train_seconds), trained=trains,
                        stopped_early=trains and len(train_seconds) < max_epoch,
                        seconds_per_epoch=float(np.mean(train_seconds)) if train_seconds else 0.0,
                        history=history,
-                       checkpoint=self.save_model(best_epoch, results["psnr_sr"], save_dir) if trains else "")
+                       checkpoint=checkpoint)
         print(f"=> SR stage: best epoch {best_epoch}, held-out PSNR {results['psnr_sr']:.2f} dB vs "
               f"bicubic {results['psnr_bicubic']:.2f} dB, SSIM {results['ssim_sr']:.4f} vs "
               f"{results['ssim_bicubic']:.4f}")

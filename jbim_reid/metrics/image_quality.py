@@ -68,5 +68,6 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     var_b = blur(b * b) - mu_b.pow(2)
     cov = blur(a * b) - mu_a * mu_b
     c1, c2 = 0.01 ** 2, 0.03 ** 2
-    value = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a.pow(2) + mu_b.pow(2) + c1) * (var_a + var_b + c2))
+    luminance = (2 * mu_a * mu_b + c1) / (mu_a.pow(2) + mu_b.pow(2) + c1)
+    value = luminance * (2 * cov + c2) / (var_a + var_b + c2)
     return value.flatten(1).mean(1).float()
