@@ -177,7 +177,9 @@ class PlainFeatures(nn.Module):
         """Args: x: ``(B, 3, H, W)``. Returns: ``(B, D)``, the model's feature (no SR, no downsampling)."""
         return self.model(x)
 
-    gallery_features = probe_features
+    def gallery_features(self, x: torch.Tensor, hw: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args: x: ``(B, 3, H, W)``; hw: genuine sizes (unused). Returns: ``(B, D)``, as probes."""
+        return self.model(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, 3, H, W)``. Returns: ``(B, D)``."""

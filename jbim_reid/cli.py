@@ -49,6 +49,7 @@ from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
 from jbim_reid.weights_cli import WEIGHTS_COMMAND
+from jbim_reid.sr_stage import run_sr_stage
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
            "train", "test", "complexity", "write_results", "check_training", "check_train_loader",
@@ -99,9 +100,19 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
 
 
 def _validate(cfg: CN) -> None:
-    stages = ("him", "lim", "joint", "all")
+    stages = ("sr", "him", "lim", "joint", "all")
     if cfg.jbim.stage not in stages:
         raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
+    if cfg.jbim.stage == "sr" and "sr" not in VARIANTS.get(cfg.jbim.variant, ("sr",)):
+        raise ConfigError(f"jbim.stage sr trains the SR module, which jbim.variant "
+                          f"'{cfg.jbim.variant}' does not have")
+    if not all(0 < m <= 1 for m in cfg.jbim.train_ratios):
+        raise ConfigError(f"jbim.train_ratios must all be in (0, 1], got {list(cfg.jbim.train_ratios)}")
+    if cfg.jbim.sr_patience < 1 or cfg.jbim.sr_max_epoch < 0:
+        raise ConfigError(f"jbim.sr_patience must be >= 1 (got {cfg.jbim.sr_patience}) and "
+                          f"jbim.sr_max_epoch >= 0 (got {cfg.jbim.sr_max_epoch})")
+    if not 0 < cfg.jbim.sr_holdout < 1:
+        raise ConfigError(f"jbim.sr_holdout must be in (0, 1), got {cfg.jbim.sr_holdout}")
     if cfg.jbim.variant not in VARIANTS:
         raise ConfigError(f"Unknown jbim.variant '{cfg.jbim.variant}'; expected one of {list(VARIANTS)}")
     if cfg.jbim.sr not in SR_MODELS:
@@ -211,7 +222,8 @@ def build_datamanager(cfg: CN):
 
 
 def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
-                him_checkpoint: str = "", lim_checkpoint: str = "", imagenet: bool = True) -> JBIM:
+                him_checkpoint: str = "", lim_checkpoint: str = "", imagenet: bool = True,
+                sr_checkpoint: str = "") -> JBIM:
     """The JBIM model of ``cfg``, optionally initialised from stage checkpoints.
 
     Args:
@@ -221,6 +233,8 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         him_checkpoint (str): checkpoint whose ``sr.*`` and ``him.*`` weights initialise the model.
         lim_checkpoint (str): checkpoint whose ``lim.*`` weights initialise the model.
         imagenet (bool): False skips the ImageNet weights of ``model.pretrained`` (model shape only).
+        sr_checkpoint (str): checkpoint of stage ``sr`` whose ``sr.*`` weights initialise the SR
+            module (before ``him_checkpoint``, which overrides it).
 
     Returns:
         JBIM: the model (the FFN, when present, stays freshly initialised).
@@ -233,7 +247,8 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
     if not cfg.model.pretrained and not kwargs["backbone_pretrained_path"] and not from_checkpoint:
         print("=> model.pretrained False: the backbones start from random weights")
     model = JBIM(num_classes, **kwargs)
-    for path, parts in ((him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",))):
+    stage_parts = ((sr_checkpoint, ("sr",)), (him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",)))
+    for path, parts in stage_parts:
         for part in parts:
             if path and getattr(model, part) is not None:
                 load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")
@@ -277,20 +292,26 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
 
 def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional[str] = None,
               him_checkpoint: str = "", lim_checkpoint: str = "", train_epochs: bool = True,
-              continue_run: bool = False) -> Tuple[JBIMEngine, str]:
+              continue_run: bool = False, sr_checkpoint: str = "") -> Tuple[JBIMEngine, str]:
     """Train (and test) one stage; returns the engine and its last checkpoint.
 
     Args:
-        stage (str): ``him``, ``lim`` or ``joint``.
+        stage (str): ``sr`` (SR pre-training, :func:`jbim_reid.sr_stage.run_sr_stage`: returns an
+            ``SREngine`` and its best checkpoint, '' when nothing trains), ``him``, ``lim`` or
+            ``joint``.
         save_dir (str): output folder of this stage.
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
         train_epochs (bool): False only tests (and saves) the initialised model.
         continue_run (bool): continue from the newest usable checkpoint in ``save_dir``
             (``resume.resume_latest``); False trains from the start. ``model.resume`` wins over both.
+        sr_checkpoint (str): stage-``sr`` checkpoint initialising the SR module.
     """
+    if stage == "sr":
+        return run_sr_stage(cfg, datamanager, save_dir)
     torchreid.utils.set_random_seed(cfg.train.seed)
-    model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint)
+    model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint,
+                        sr_checkpoint=sr_checkpoint)
     use_gpu = _use_gpu(cfg)
     if use_gpu:
         model = model.cuda()
@@ -329,7 +350,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
 
 
 def train(cfg: CN) -> int:
-    """``jbim-reid train``: one stage, or ``all`` (him, lim, joint in sub-folders of data.save_dir).
+    """``jbim-reid train``: one stage, or ``all`` (sr, him, lim, joint in sub-folders of data.save_dir).
 
     Finished stages are skipped and an unfinished one continues from its last checkpoint
     (``jbim_reid.resume.run_or_skip``), so re-running the same command resumes a killed run.
@@ -347,12 +368,17 @@ def train(cfg: CN) -> int:
         resume.run_or_skip(cfg, lambda: datamanager, stage, save_dir, STAGE_VARIANTS.get(stage, variant),
                            cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint)
         return 0
+    sr_checkpoint = ""
+    if "sr" in VARIANTS[variant]:  # SR pre-training initialises stage him's SR module
+        print("##### Stage sr #####")
+        sr_checkpoint = resume.run_or_skip(cfg, lambda: datamanager, "sr", osp.join(save_dir, "stage_sr"))
     checkpoints = {}
     for part in ("him", "lim"):
         if part in VARIANTS[variant]:
             print(f"##### Stage {part} #####")
-            checkpoints[part] = resume.run_or_skip(cfg, lambda: datamanager, part,
-                                                   osp.join(save_dir, f"stage_{part}"), part)
+            checkpoints[part] = resume.run_or_skip(
+                cfg, lambda: datamanager, part, osp.join(save_dir, f"stage_{part}"), part,
+                sr_checkpoint=sr_checkpoint if part == "him" else "")
     if len(checkpoints) < 2:  # a one-branch variant is complete after its own stage
         if distributed.is_main_process():
             resume.promote_results(osp.join(save_dir, f"stage_{next(iter(checkpoints))}"), save_dir)
@@ -415,7 +441,7 @@ def complexity(cfg: CN) -> int:
 
 
 COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
-    "train": ("train JBIM (jbim.stage: him, lim, joint or all) and test it", train),
+    "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", train),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
                    complexity),

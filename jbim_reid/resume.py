@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from yacs.config import CfgNode as CN
 
 from jbim_reid import distributed
-from jbim_reid.engines import checkpoint_path, list_checkpoints
+from jbim_reid.engines import checkpoint_path, list_checkpoints, sr_checkpoint_path
 from jbim_reid.fileio import CheckpointError, CheckpointMismatchError, atomic_write, load_torch_file
 from jbim_reid.reports import read_json, write_json
 
@@ -115,7 +115,7 @@ def _remove_partial_writes(save_dir: str) -> None:
 
 def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
                 variant: Optional[str] = None, him_checkpoint: str = "", lim_checkpoint: str = "",
-                trains: bool = True, log: Callable[[str], None] = _print) -> str:
+                trains: bool = True, log: Callable[[str], None] = _print, sr_checkpoint: str = "") -> str:
     """Run one stage through ``cli.run_stage`` unless it is finished; returns its final checkpoint.
 
     ``run_stage`` continues an unfinished stage from its newest usable checkpoint. With
@@ -130,19 +130,21 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising a joint stage.
         trains (bool): False only tests the initialised model (the him_lim joint stage).
         log (callable): progress messages.
+        sr_checkpoint (str): stage-``sr`` checkpoint initialising the SR module of stage ``him``.
 
     Returns:
         str: the stage's final checkpoint.
     """
     from jbim_reid import cli  # cli imports this module
 
-    checkpoint = stage_checkpoint(cfg, stage_dir, trains)
+    checkpoint = sr_checkpoint_path(stage_dir) if stage == "sr" else stage_checkpoint(cfg, stage_dir, trains)
     if not cfg.model.resume and stage_finished(checkpoint, osp.join(stage_dir, "results.json")):
         log(f"stage {stage}: '{checkpoint}' exists, skipped")
         return checkpoint
     log(f"stage {stage} -> {stage_dir}")
     _, checkpoint = cli.run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint,
-                                  lim_checkpoint, train_epochs=trains, continue_run=True)
+                                  lim_checkpoint, train_epochs=trains, continue_run=True,
+                                  sr_checkpoint=sr_checkpoint)
     return checkpoint
 
 

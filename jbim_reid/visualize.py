@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 import torch
 import torchreid
+import torchvision.transforms as T
 from torch import nn
 
-from jbim_reid.matcher import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, load_rgb
+from jbim_reid.matcher import load_rgb
 
 __all__ = ["GAP", "visualize_cross_resolution_ranks", "sr_images_from_model", "compose_panel"]
 
@@ -40,8 +41,9 @@ SRSource = Union[Mapping[str, np.ndarray], Callable[[str], np.ndarray]]
 def sr_images_from_model(model: nn.Module, device: str = "cpu") -> Callable[[str], np.ndarray]:
     """A function ``impath -> SR image`` from a JBIM model's SR module.
 
-    The image goes through the test transform at ``model.height x model.width``, then ``model.sr``
-    (identity when the model has none, e.g. the LIM-only variant), then back to pixels.
+    The image is resized (bicubic) to ``model.height x model.width`` and goes, as [0, 1] RGB,
+    through ``model.sr`` (SR modules work in pixel space; identity when the model has none, e.g.
+    the LIM-only variant), then back to 8-bit pixels.
 
     Args:
         model (nn.Module): JBIM model (``sr``, ``height``, ``width`` attributes).
@@ -50,10 +52,9 @@ def sr_images_from_model(model: nn.Module, device: str = "cpu") -> Callable[[str
     Returns:
         callable: ``impath -> (height, width, 3)`` uint8 RGB array.
     """
-    transform = build_test_transform(int(model.height), int(model.width))
+    size = (int(model.height), int(model.width))
+    transform = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.ToTensor()])
     sr = getattr(model, "sr", None)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     @torch.no_grad()
     def super_resolve(impath: str) -> np.ndarray:
@@ -62,7 +63,7 @@ def sr_images_from_model(model: nn.Module, device: str = "cpu") -> Callable[[str
             was_training = sr.training
             x = sr.eval()(x)
             sr.train(was_training)
-        img = (x[0].float().cpu() * std + mean).clamp(0, 1)
+        img = x[0].float().cpu().clamp(0, 1)
         return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
     return super_resolve

@@ -15,7 +15,7 @@ from jbim_reid.datasets import protocol_overrides
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
         "sampler.num_instances", "2", "data.workers", "0", "train.print_freq", "100",
-        "test.batch_size", "16"]
+        "test.batch_size", "16", "jbim.sr_max_epoch", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,10 @@ def read_results(folder):
 
 
 @pytest.mark.slow
-def test_train_all_runs_the_three_stages(trained):
+def test_train_all_runs_the_four_stages(trained):
+    sr = read_results(trained / "stage_sr")
+    assert sr["stage"] == "sr" and sr["checkpoint"].endswith("sr_best.pth.tar")
+    assert Path(sr["checkpoint"]).is_file()
     for stage in ("him", "lim", "joint"):
         assert (trained / f"stage_{stage}" / "model" / "model.pth.tar-1").is_file()
         assert read_results(trained / f"stage_{stage}")["stage"] == stage

@@ -25,7 +25,8 @@ TORCHREID_KEYS = [
 ]
 JBIM_KEYS = ["sr", "sr_pretrained_path", "him_pretrained_path", "lim_pretrained_path", "alpha",
              "beta", "ratio", "fusion_dim", "dropout", "stage", "variant", "synthetic_lr",
-             "him_checkpoint", "lim_checkpoint"]
+             "him_checkpoint", "lim_checkpoint", "cross_stream_triplet", "train_ratios",
+             "sr_max_epoch", "sr_patience", "sr_holdout"]
 
 
 def lookup(cfg, dotted):

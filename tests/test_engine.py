@@ -251,12 +251,61 @@ def test_cross_stream_triplet_compares_resolutions(cross_stream):
     engine = make_engine(stage="him", variant="him", weight_x=0.0, cross_stream_triplet=cross_stream)
     pids = torch.tensor([0, 0, 1, 1])
     hr = torch.tensor([[0.0, 0.0], [0.0, 0.1], [10.0, 0.0], [10.0, 0.1]])
+    lr = hr + torch.tensor([0.0, 100.0])
     out = {"him_hr_feat": hr, "him_hr_logits": torch.zeros(4, 4),
-           "him_lr_feat": hr + torch.tensor([0.0, 100.0]), "him_lr_logits": torch.zeros(4, 4)}
+           "him_lr_feat": lr, "him_lr_logits": torch.zeros(4, 4)}
     summary = {}
     loss = engine._cls_terms(out, "him", "him_reid", (("hr", "hr"), ("lr", "lr")),
                              {"hr": pids, "lr": pids}, summary)
-    if cross_stream:
-        assert loss.item() > 50.0
+    if cross_stream:  # one pooled triplet, weighted by the 2 streams pooled (the paper's total)
+        pooled = torchreid.losses.TripletLoss(margin=0.3)(torch.cat([hr, lr]), torch.cat([pids, pids]))
+        assert pooled.item() > 50.0 and loss.item() == pytest.approx(2 * pooled.item(), rel=1e-6)
     else:
         assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_paper_losses_by_default_one_triplet_per_stream():
+    engine = make_engine()
+    assert engine.cross_stream_triplet is False
+    from jbim_reid.config import engine_kwargs, get_default_config
+
+    assert engine_kwargs(get_default_config())["cross_stream_triplet"] is False
+
+
+@pytest.mark.parametrize("cross_stream", [True, False])
+def test_him_triplet_weight_is_three_streams(cross_stream):
+    """Identical streams: per-stream triplets sum to 3x one stream's; the pooled one must too."""
+    engine = make_engine(stage="him", variant="him", weight_x=0.0, cross_stream_triplet=cross_stream)
+    pids = torch.tensor([0, 0, 1, 1])
+    feat = torch.tensor([[0.0, 0.0], [0.0, 2.0], [1.0, 0.0], [1.0, 2.0]])  # positives far: loss > 0
+    out = {f"him_{s}_{k}": v for s in ("hr", "h2l", "lr")
+           for k, v in (("feat", feat), ("logits", torch.zeros(4, 4)))}
+    one = torchreid.losses.TripletLoss(margin=0.3)(feat, pids).item()
+    loss = engine._cls_terms(out, "him", "him_reid", (("hr", "hr"), ("h2l", "hr"), ("lr", "lr")),
+                             {"hr": pids, "lr": pids}, {})
+    assert one > 0 and loss.item() == pytest.approx(3 * one, rel=1e-5)
+
+
+def test_sr_loss_is_the_pixel_mse_of_eq_2():
+    """L_sr compares F_sr(x^{h2l}) with x^h in [0, 1] RGB, not in normalised units."""
+    engine = make_engine(stage="him", variant="him", sr="bicubic")
+    data = batch(engine)
+    summary = engine.forward_backward(data)
+    pixels = engine.model.pixels
+    x_hr = data["img_hr"]
+    x_h2l = engine.model.synthesize_lr(x_hr, data["hw_hr"])
+    expected = torch.nn.functional.mse_loss(pixels.to_pixels(x_h2l), pixels.to_pixels(x_hr))
+    assert summary["loss_sr"] == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_without_synthetic_lr_lim_keeps_its_h2l_stream():
+    engine = make_engine(synthetic_lr=False)
+    engine.model.ratio, engine.model.train_ratios = 0.25, [0.25]  # 1/2 of 64x32 is the 32x16 tensor
+    seen = []
+    lim = engine.model.lim.forward
+    engine.model.lim.forward = lambda x: seen.append(x) or lim(x)
+    data = batch(engine)
+    summary = engine.forward_backward(data)
+    assert "loss_sr" not in summary and len(seen) == 2  # LIM: real LR and synthetic LR streams
+    x_h2l = engine.model.synthesize_lr(data["img_hr"], data["hw_hr"])
+    assert torch.allclose(seen[1], x_h2l) and not torch.allclose(seen[1], data["img_hr"])

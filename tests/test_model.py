@@ -95,7 +95,8 @@ def test_probe_goes_through_sr_and_gallery_through_downsampling(monkeypatch):
     log = []
     model.sr = Recorder(log, "sr")
     down = model.synthesize_lr
-    monkeypatch.setattr(model, "synthesize_lr", lambda x, hw=None, ratio=None: log.append("down") or down(x, hw))
+    monkeypatch.setattr(model, "synthesize_lr",
+                        lambda x, hw=None, ratio=None: log.append("down") or down(x, hw))
     x = torch.randn(2, 3, H, W)
     model.probe_features(x)
     assert log == ["sr"]
@@ -108,7 +109,8 @@ def test_probe_and_gallery_features_follow_the_paper_formulas():
     model = small().eval()
     x = torch.randn(2, 3, H, W)
     with torch.no_grad():
-        probe = model.fusion(model.him(model.sr(x))["bn"], model.lim(x)["bn"])[0]
+        sr = model.pixels.from_pixels(model.sr(model.pixels.to_pixels(x)))  # SR in pixel space
+        probe = model.fusion(model.him(sr)["bn"], model.lim(x)["bn"])[0]
         gallery = model.fusion(model.him(x)["bn"], model.lim(model.synthesize_lr(x))["bn"])[0]
         assert torch.allclose(model.probe_features(x), probe, atol=1e-6)
         assert torch.allclose(model.gallery_features(x), gallery, atol=1e-6)
@@ -134,8 +136,19 @@ def test_sr_registry_keeps_size(name):
     assert sr(x).shape == x.shape
     if name == "bicubic":
         assert sr(x) is x
-    else:
+    elif not name.endswith("_paper"):
         assert torch.allclose(sr(x), x, atol=0.1)  # residual nets start near the identity
+
+
+@pytest.mark.parametrize("name,kernels", [("srcnn_paper", (9, 5, 5)), ("srcnn_915_paper", (9, 1, 5))])
+def test_paper_srcnn_outputs_the_image_not_a_residual(name, kernels):
+    sr = build_sr(name)
+    assert not sr.residual and tuple(c.kernel_size[0] for c in sr.body[::2]) == kernels
+    for conv in sr.body[::2]:  # all-zero weights: the paper's SRCNN gives its last bias, no input
+        nn.init.zeros_(conv.weight)
+        nn.init.constant_(conv.bias, 0.25)
+    assert torch.allclose(sr(torch.rand(1, 3, 16, 8)), torch.full((1, 3, 16, 8), 0.25))
+    assert build_sr(name.replace("_paper", "")).residual
 
 
 def test_sr_plain_srcnn_and_unknown_name():
@@ -208,14 +221,101 @@ def test_load_jbim_checkpoint_rebuilds_model(tmp_path):
         load_jbim_checkpoint(str(tmp_path / "plain.pth"))
 
 
-def test_without_synthetic_lr_the_h2l_streams_are_gone():
-    model = small()
-    x = torch.randn(4, 3, H, W)
-    out = model(x, x.flip(0), synthetic_lr=False)
-    assert not any("h2l" in k for k in out)
-    assert out["lim_hr_bn"].shape == (4, 512) and out["fus_hr_feat"].shape == (4, 1024)
-    only_lim = model(x, x, branches=("lim",), synthetic_lr=False)
-    assert set(only_lim) == {"lim_lr_feat", "lim_lr_bn", "lim_lr_logits"}
+def test_without_synthetic_lr_only_him_loses_its_h2l_stream():
+    """Table 7's ablation removes HIM's x^{h2l} stream and L_sr only: LIM keeps x^{h2l} and the FFN's
+    HR side stays F_fus(HIM(x^h), LIM(x^{h2l})), the gallery's test feature."""
+    model = small().eval()  # eval: no dropout, deterministic BN, so the streams can be recomputed
+    x_lr, x_hr = torch.randn(4, 3, H, W), torch.randn(4, 3, H, W)
+    with torch.no_grad():
+        out = model.forward_train(x_lr, x_hr, synthetic_lr=False)
+        x_h2l = model.synthesize_lr(x_hr)
+        expected_hr = model.fusion(model.him(x_hr)["bn"], model.lim(x_h2l)["bn"])[0]
+    assert not any(k.startswith("him_h2l") for k in out) and "sr_h2l" not in out
+    assert {"lim_lr_bn", "lim_h2l_bn", "him_hr_bn", "him_lr_bn"} <= set(out)
+    assert not any(k.startswith("lim_hr") for k in out)
+    assert torch.allclose(out["fus_hr_feat"], expected_hr, atol=1e-6)
+    assert torch.allclose(out["fus_hr_feat"], model.gallery_features(x_hr), atol=1e-6)
+    only_lim = model.forward_train(x_lr, x_hr, branches=("lim",), synthetic_lr=False)
+    assert {k.rsplit("_", 1)[0] for k in only_lim} == {"lim_lr", "lim_h2l"}
+
+
+def test_sr_module_runs_on_pixels_with_the_data_normalisation(tmp_path):
+    """F_sr sees [0, 1] RGB: a net that clamps to [0, 1] leaves real images unchanged (it would
+    cut normalised tensors), and a net that outputs grey 0.5 gives the normalised grey."""
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    model = small(norm_mean=mean, norm_std=std).eval()
+    pixels = torch.rand(2, 3, H, W)
+    x = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    model.sr = Clamp()
+    assert torch.allclose(model.super_resolve(x), x, atol=1e-5)
+    model.sr = Grey()
+    grey = (0.5 - torch.tensor(mean)) / torch.tensor(std)
+    assert torch.allclose(model.super_resolve(x)[:, :, 3, 4], grey.expand(2, 3), atol=1e-6)
+    assert model.jbim_kwargs["norm_mean"] == list(mean) and model.jbim_kwargs["norm_std"] == list(std)
+    path = tmp_path / "ckpt.pth.tar"
+    ref = small(norm_mean=mean, norm_std=std).eval()
+    torch.save({"state_dict": ref.state_dict(), "jbim_kwargs": ref.jbim_kwargs}, path)
+    again = load_jbim_checkpoint(str(path))
+    assert "pixels.mean" not in again.state_dict()  # not saved: rebuilt from jbim_kwargs
+    assert torch.allclose(again.pixels.std.flatten(), torch.tensor(std))
+    with pytest.raises(ValueError, match="norm_std"):
+        small(norm_std=(0.2, 0.0, 0.3))
+
+
+class Clamp(nn.Module):
+    def forward(self, x):
+        return x.clamp(0, 1)
+
+
+class Grey(nn.Module):
+    def forward(self, x):
+        return torch.full_like(x, 0.5)
+
+
+def test_sr_pretrained_path_takes_bare_sr_weights_or_a_stage_sr_checkpoint(tmp_path):
+    ref = small()
+    bare, stage = tmp_path / "srcnn.pth", tmp_path / "stage_sr.pth.tar"
+    state = {k: v + 1.0 for k, v in ref.sr.state_dict().items()}
+    torch.save(state, bare)
+    torch.save({"state_dict": {f"sr.{k}": v for k, v in state.items()}, "stage": "sr"}, stage)
+    for path in (bare, stage):
+        model = small(sr_pretrained_path=str(path))
+        assert torch.equal(model.sr.body[0].weight, ref.sr.body[0].weight + 1.0), path
+
+
+def test_synthesize_lr_takes_one_ratio_per_image():
+    model = small(ratio=0.5)
+    x = torch.rand(3, 3, H, W)
+    hw = torch.tensor([[H, W], [H, W], [H // 2, W // 2]])
+    mixed = model.synthesize_lr(x, hw, ratio=[0.5, 0.25, 0.5])
+    for i, m in enumerate((0.5, 0.25, 0.5)):
+        assert torch.allclose(mixed[i:i + 1], model.synthesize_lr(x[i:i + 1], hw[i:i + 1], ratio=m))
+    assert torch.allclose(model.synthesize_lr(x, hw, ratio=torch.tensor([0.5] * 3)),
+                          model.synthesize_lr(x, hw))
+    with pytest.raises(ValueError, match="2 ratios for a batch of 3"):
+        model.synthesize_lr(x, hw, ratio=[0.5, 0.25])
+    with pytest.raises(ValueError, match="ratios must be in"):
+        model.synthesize_lr(x, hw, ratio=1.5)
+
+
+def test_train_ratios_draw_the_synthetic_lr_ratio_per_image(monkeypatch):
+    assert small(ratio=0.25).train_ratios == [0.25]  # default: the anchor's ratio
+    model = small(ratio=0.5, train_ratios=(0.5, 1 / 3, 0.25))
+    assert model.jbim_kwargs["train_ratios"] == [0.5, 1 / 3, 0.25]
+    seen = []
+    down = model.synthesize_lr
+    monkeypatch.setattr(model, "synthesize_lr",
+                        lambda x, hw=None, ratio=None: seen.append(ratio) or down(x, hw, ratio))
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, H, W)
+    model.forward_train(x, x, branches=("lim",))
+    assert len(seen) == 1 and len(seen[0]) == 16 and set(seen[0]) == {0.5, 1 / 3, 0.25}
+    model.eval()
+    seen.clear()
+    model.gallery_features(x)
+    assert seen == [None]  # the gallery's down_m keeps the anchor's ratio m
+    with pytest.raises(ValueError, match="train_ratios"):
+        small(train_ratios=(0.5, 0.0))
 
 
 def test_synthetic_lr_ratio_is_taken_of_the_genuine_size():

@@ -211,10 +211,12 @@ def get_default_config() -> CN:
 
     # ---------------------------------------------------------------- jbim
     cfg.jbim = CN()
-    # SR module: srcnn (9-5-5, residual), srcnn_915 (9-1-5, cheaper), vdsr (20 layers, residual),
-    # bicubic (no learned SR).
+    # SR module, run on [0, 1] RGB (de-normalised by data.norm_mean/std): srcnn (9-5-5, predicts a
+    # residual), srcnn_915 (9-1-5, cheaper, residual), srcnn_paper / srcnn_915_paper (the paper's
+    # non-residual SRCNN: outputs the image), vdsr (20 layers, residual), bicubic (no learned SR).
     cfg.jbim.sr = "srcnn"
-    # Local SR weights loaded into the SR module; '' = none.
+    # Local SR weights loaded into the SR module (the bare net's keys, or a stage-sr / JBIM
+    # checkpoint's sr.* keys); '' = none. Stage sr starts from them too.
     cfg.jbim.sr_pretrained_path = ""
     # Local weights for the HIM backbone only (overrides model.pretrained_path); '' = none.
     cfg.jbim.him_pretrained_path = ""
@@ -224,27 +226,43 @@ def get_default_config() -> CN:
     cfg.jbim.alpha = 1.0
     # beta: weight of the fusion loss in L_overall = L_HIM + L_LIM + beta * L_fus.
     cfg.jbim.beta = 3.0
-    # Ratio m of the synthetic LR stream and of the gallery's LIM input (1/2, 1/3 or 1/4).
+    # Ratio m of the anchor: of the gallery's LIM input down_m(x) and, unless train_ratios is set,
+    # of the synthetic LR stream (1/2, 1/3 or 1/4).
     cfg.jbim.ratio = 0.5
+    # Ratios of the synthetic LR stream in training (and in stage sr), one drawn per image, e.g.
+    # [0.5, 0.3333333333333333, 0.25]; [] = [jbim.ratio].
+    cfg.jbim.train_ratios = []
     # FFN output size; 0 = n_h + n_l (the paper).
     cfg.jbim.fusion_dim = 0
     # FFN dropout probability.
     cfg.jbim.dropout = 0.5
-    # Training stage: him (SR + HIM), lim (LIM), joint (whole model), all (him, lim, then joint
-    # from their checkpoints with a fresh FFN, in <save_dir>/stage_{him,lim,joint}).
+    # Training stage: sr (SR pre-training: F_sr alone on the training HR images, L_sr, early
+    # stopping on held-out PSNR), him (SR + HIM), lim (LIM), joint (whole model), all (sr, him, lim,
+    # then joint from their checkpoints with a fresh FFN, in <save_dir>/stage_{sr,him,lim,joint};
+    # sr only for variants with an SR module and a learned jbim.sr).
     cfg.jbim.stage = "all"
     # Model: jbim (fused feature), him (HIM only), lim (LIM only), him_lim (HIM and LIM trained
     # independently, features concatenated).
     cfg.jbim.variant = "jbim"
-    # Train the synthetic-LR stream (False = the ablation without it).
+    # HIM's synthetic-LR stream F_sr(x^h2l) and L_sr (False = the ablation of the paper's Table 7;
+    # LIM and the FFN keep their synthetic-LR streams, as at test).
     cfg.jbim.synthetic_lr = True
-    # Mine the triplet loss over all streams of a branch together (HR, synthetic LR, real LR), so it
-    # compares resolutions; False = one triplet inside each stream. Cross-entropy is per stream.
-    cfg.jbim.cross_stream_triplet = True
+    # Extension (not the paper): mine one triplet over all streams of a branch together (HR,
+    # synthetic LR, real LR), so it compares resolutions, weighted by the number of streams pooled
+    # (the paper's total triplet weight). False = the paper: one CE + triplet per stream.
+    cfg.jbim.cross_stream_triplet = False
     # Stage-him checkpoint that initialises SR + HIM for stage joint; '' = none.
     cfg.jbim.him_checkpoint = ""
     # Stage-lim checkpoint that initialises LIM for stage joint; '' = none.
     cfg.jbim.lim_checkpoint = ""
+    # Stage sr (SR pre-training): at most this many epochs (one epoch = one pass over the
+    # training HR images that are not held out).
+    cfg.jbim.sr_max_epoch = 100
+    # Stage sr: stop after this many epochs without a higher held-out PSNR (>= 1).
+    cfg.jbim.sr_patience = 10
+    # Stage sr: fraction of the training HR images held out for PSNR (a fixed, seeded choice of
+    # images, at least one), in (0, 1).
+    cfg.jbim.sr_holdout = 0.1
 
     # ---------------------------------------------------------------- distributed / mixed precision
     # (jbim_reid/distributed.py; effective under torchrun, ignored by a single process)

@@ -120,6 +120,9 @@ def model_kwargs(cfg: CN) -> Dict[str, Any]:
         "sr_pretrained_path": cfg.jbim.sr_pretrained_path,
         "him_pretrained_path": cfg.jbim.him_pretrained_path,
         "lim_pretrained_path": cfg.jbim.lim_pretrained_path,
+        "train_ratios": [float(m) for m in cfg.jbim.train_ratios] or None,
+        "norm_mean": list(cfg.data.norm_mean),
+        "norm_std": list(cfg.data.norm_std),
     }
 
 

@@ -96,7 +96,8 @@ class JBIMEngine(torchreid.engine.Engine):
     ``pair_views``, switched on here); the synthetic LR x^{h2l} is made from x^h by
     ``model.synthesize_lr`` on the fly. Loss per ``stage``:
 
-    - ``him``: L_HIM = L_reid + alpha * L_sr (SR + HIM).
+    - ``him``: L_HIM = L_reid + alpha * L_sr (SR + HIM); L_sr is the mean squared error of
+      F_sr(x^{h2l}) against x^h in [0, 1] RGB (Eq. 2).
     - ``lim``: L_LIM (LIM).
     - ``joint``: L_HIM + L_LIM + beta * L_fus (the terms the model's variant has).
 
@@ -116,13 +117,15 @@ class JBIMEngine(torchreid.engine.Engine):
         margin (float, optional): triplet margin. Default is 0.3.
         weight_t (float, optional): triplet weight in every L_cls. Default is 1.
         weight_x (float, optional): cross-entropy weight in every L_cls. Default is 1.
-        synthetic_lr (bool, optional): use the synthetic LR stream (False: the ablation without it;
-            L_sr then has no target and is skipped). Default is True.
-        cross_stream_triplet (bool, optional): mine triplets over all streams of a branch together
-            (HR, synthetic-LR and real-LR features of one batch in one pool), so that the triplet pulls
-            an LR feature towards the HR feature of the same person; cross-entropy stays per stream.
-            False applies a separate triplet inside each stream, which never compares resolutions.
-            Default is True.
+        synthetic_lr (bool, optional): HIM's synthetic LR stream and L_sr (False: the ablation of
+            the paper's Table 7; LIM and the FFN keep their x^{h2l} streams). Default is True.
+        cross_stream_triplet (bool, optional): an extension of the paper: mine one triplet over all
+            streams of a branch together (HR, synthetic-LR and real-LR features of one batch in one
+            pool), so that it pulls an LR feature towards the HR feature of the same person,
+            weighted by the number of streams pooled (3 for HIM, 2 for LIM and the FFN) so that the
+            triplet keeps the paper's total weight; cross-entropy stays per stream. False (the
+            paper, Eq. 3/7/9): one L_cls = CE + triplet per stream, which never compares
+            resolutions in the triplet. Default is False.
         sync_bn (bool, optional): under torchrun on GPUs, convert every BatchNorm to SyncBatchNorm
             (statistics over the global batch; ignored with a note on CPU). Default is False.
         dist_gather_triplet (bool, optional): under torchrun, mine each triplet over the features of
@@ -152,7 +155,7 @@ class JBIMEngine(torchreid.engine.Engine):
     def __init__(self, datamanager, model, optimizer, scheduler=None, use_gpu: bool = False,
                  alpha: float = 1.0, beta: float = 3.0, stage: str = "joint",
                  label_smooth: bool = True, margin: float = 0.3, weight_t: float = 1.0,
-                 weight_x: float = 1.0, synthetic_lr: bool = True, cross_stream_triplet: bool = True,
+                 weight_x: float = 1.0, synthetic_lr: bool = True, cross_stream_triplet: bool = False,
                  sync_bn: bool = False, dist_gather_triplet: bool = False, amp: bool = False,
                  test_amp: bool = False, channels_last: bool = False, seed: int = 1):
         super().__init__(datamanager, use_gpu)
@@ -277,7 +280,8 @@ class JBIMEngine(torchreid.engine.Engine):
         """Sum of L_cls over ``streams`` of one branch; logs ``loss_<key>`` and ``acc_<key>``.
 
         With ``cross_stream_triplet`` the triplet is mined once over the streams' features
-        concatenated; otherwise each stream gets its own CE + triplet.
+        concatenated and weighted by the number of streams pooled (the paper's total triplet
+        weight); otherwise each stream gets its own CE + triplet (Eq. 3/7/9).
         """
         total = None
         feats, labels = [], []
@@ -297,7 +301,7 @@ class JBIMEngine(torchreid.engine.Engine):
                 acc = torchreid.metrics.accuracy(logits, pids[side])[0]
                 summary[f"acc_{key}"] = acc.item()
         if feats:
-            total = total + self._metric(torch.cat(feats), torch.cat(labels))
+            total = total + len(feats) * self._metric(torch.cat(feats), torch.cat(labels))
         summary[f"loss_{key}"] = total.item()
         return total
 
@@ -325,8 +329,9 @@ class JBIMEngine(torchreid.engine.Engine):
         summary, loss = {}, 0
         if "him" in self.branches:
             loss = loss + self._cls_terms(out, "him", "him_reid", _HIM_STREAMS, pids, summary)
-            if self.alpha > 0 and "sr_h2l" in out:
-                loss_sr = F.mse_loss(out["sr_h2l"], x_hr)
+            if self.alpha > 0 and "sr_h2l" in out:  # Eq. 2, in pixel space ([0, 1] RGB)
+                to_pixels = self.model.pixels.to_pixels
+                loss_sr = F.mse_loss(to_pixels(out["sr_h2l"]), to_pixels(x_hr))
                 loss = loss + self.alpha * loss_sr
                 summary["loss_sr"] = loss_sr.item()
         if "lim" in self.branches:

@@ -1,11 +1,13 @@
-"""Ranking metrics: a fast exact ``evaluate_rank`` and the evaluator every evaluation path uses."""
+"""Ranking metrics (a fast exact ``evaluate_rank`` and the evaluator every evaluation path uses) and
+image-quality metrics of the SR stage (``psnr``, ``ssim``)."""
 from typing import Callable
 
 import torchreid
 
+from jbim_reid.metrics.image_quality import psnr, ssim
 from jbim_reid.metrics.rank import evaluate_rank
 
-__all__ = ["evaluate_rank", "get_rank_evaluator"]
+__all__ = ["evaluate_rank", "get_rank_evaluator", "psnr", "ssim"]
 
 
 def get_rank_evaluator() -> Callable:

@@ -2,9 +2,10 @@
 
 Shapes: images are ``(B, 3, H, W)`` normalised tensors at the network input size (``height`` x
 ``width``); LR images are already upscaled to that size by the data transforms. Features are
-``(B, D)``; logits ``(B, num_classes)``.
+``(B, D)``; logits ``(B, num_classes)``. The SR module alone works on [0, 1] RGB: the model
+de-normalises its input and re-normalises its output (``JBIM.super_resolve``).
 """
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +16,14 @@ from jbim_reid.fileio import load_torch_file
 from jbim_reid.models.fusion import FusionHead
 from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict
 from jbim_reid.models.options import current_options
+from jbim_reid.models.pixel import IMAGENET_MEAN, IMAGENET_STD, PixelNorm
 from jbim_reid.models.sr import build_sr
-from jbim_reid.models.weights import load_pretrained_weights
+from jbim_reid.models.weights import load_pretrained_weights, load_sr_weights
 
-__all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "MODEL_BUILDERS", "load_jbim_checkpoint"]
+__all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "MODEL_BUILDERS", "load_jbim_checkpoint",
+           "synthesize_lr"]
+
+Ratios = Union[float, Sequence[float], torch.Tensor]  # one ratio for a batch, or one per image
 
 VARIANTS = {  # jbim.variant -> modules it holds
     "jbim": ("sr", "him", "lim", "fusion"),
@@ -26,6 +31,51 @@ VARIANTS = {  # jbim.variant -> modules it holds
     "lim": ("lim",),
     "him_lim": ("sr", "him", "lim"),
 }
+
+
+def synthesize_lr(x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None, ratio: Ratios = 0.5
+                  ) -> torch.Tensor:
+    """Synthetic LR image x^{h2l} (and down_m(x)): shrink by ``ratio`` of the *genuine* size.
+
+    Each image is resized (bicubic, antialiased) to ``round(m*h) x round(m*w)`` of its genuine
+    size ``(h, w)`` on disk, then bicubic back up to the tensor's size. The ratio is taken of the
+    genuine size, not of the network-size tensor: a 128x48 VIPeR image at 256x128 shrunk by 1/2
+    must lose detail, not come back as itself. Explicit output sizes (not ``scale_factor``) keep
+    the content aligned for ratios such as 1/3.
+
+    Args:
+        x_hr: ``(B, 3, H, W)`` HR images at the network size.
+        hw: ``(B, 2)`` genuine sizes ``(h, w)``; None takes the tensor size for every image
+            (for inputs whose genuine size is unknown).
+        ratio (float or sequence/tensor of B floats): downsampling ratio m in (0, 1], one for the
+            batch or one per image. Default is 0.5.
+
+    Returns:
+        torch.Tensor: ``(B, 3, H, W)``.
+    """
+    batch = x_hr.shape[0]
+    size = tuple(x_hr.shape[-2:])
+    if hw is None:
+        hw = torch.tensor([size] * batch)
+    hw = torch.as_tensor(hw).reshape(-1, 2).tolist()
+    if len(hw) != batch:
+        raise ValueError(f"synthesize_lr: {len(hw)} genuine sizes for a batch of {batch}")
+    ratios = torch.as_tensor(ratio, dtype=torch.float64).reshape(-1).tolist()
+    if len(ratios) == 1:
+        ratios = ratios * batch
+    if len(ratios) != batch:
+        raise ValueError(f"synthesize_lr: {len(ratios)} ratios for a batch of {batch}")
+    if not all(0 < m <= 1 for m in ratios):
+        raise ValueError(f"synthesize_lr: ratios must be in (0, 1], got {sorted(set(ratios))}")
+    out = torch.empty_like(x_hr)
+    groups: Dict[tuple, list] = {}
+    for i, ((h, w), m) in enumerate(zip(hw, ratios)):
+        small = (max(1, round(m * h)), max(1, round(m * w)))
+        groups.setdefault(small, []).append(i)
+    for small, idx in groups.items():
+        low = F.interpolate(x_hr[idx], size=small, mode="bicubic", align_corners=False, antialias=True)
+        out[idx] = F.interpolate(low, size=size, mode="bicubic", align_corners=False)
+    return out
 
 
 class BNNeck(nn.BatchNorm1d):
@@ -85,9 +135,14 @@ class JBIM(nn.Module):
         num_classes (int): number of training identities.
         backbone (str, optional): torchreid backbone of HIM and LIM (separate weights). Default is
             ``resnet50``.
-        sr (str, optional): SR module name in ``SR_MODELS``. Default is ``srcnn``.
-        ratio (float, optional): downsampling ratio m of the synthetic LR stream and of the gallery's
-            LIM input. Default is 0.5.
+        sr (str, optional): SR module name in ``SR_MODELS``; it runs in [0, 1] RGB (see
+            :meth:`super_resolve`). Default is ``srcnn``.
+        ratio (float, optional): the anchor's ratio m: of the gallery's LIM input down_m(x), and of
+            the synthetic LR stream unless ``train_ratios`` says otherwise. Default is 0.5.
+        train_ratios (sequence of float, optional): ratios of the synthetic LR stream in training,
+            one drawn per image; None or empty = ``(ratio,)``. Default is None.
+        norm_mean, norm_std (sequence of float, optional): the data's normalisation (RGB), undone
+            around the SR module. Default is ImageNet's (torchreid's default).
         fusion_dim (int, optional): FFN output size; None gives n_h + n_l. Default is None.
         dropout (float, optional): FFN dropout. Default is 0.5.
         height (int, optional): network input height. Default is 256.
@@ -118,19 +173,27 @@ class JBIM(nn.Module):
                  height: int = 256, width: int = 128, variant: str = "jbim",
                  backbone_pretrained_path: str = "", sr_pretrained_path: str = "",
                  him_pretrained_path: str = "", lim_pretrained_path: str = "",
-                 backbone_pretrained: bool = False):
+                 backbone_pretrained: bool = False, train_ratios: Optional[Sequence[float]] = None,
+                 norm_mean: Sequence[float] = IMAGENET_MEAN, norm_std: Sequence[float] = IMAGENET_STD):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"Unknown jbim.variant '{variant}'; expected one of {list(VARIANTS)}")
         if not 0 < ratio <= 1:
             raise ValueError(f"jbim.ratio must be in (0, 1], got {ratio}")
+        train_ratios = [float(m) for m in (train_ratios or [ratio])]
+        if not all(0 < m <= 1 for m in train_ratios):
+            raise ValueError(f"jbim.train_ratios must all be in (0, 1], got {train_ratios}")
+        self.pixels = PixelNorm(norm_mean, norm_std)
         self.jbim_kwargs = dict(
             num_classes=num_classes, backbone=backbone, sr=sr, ratio=ratio, fusion_dim=fusion_dim,
             dropout=dropout, height=height, width=width, variant=variant,
+            train_ratios=train_ratios, norm_mean=[float(v) for v in norm_mean],
+            norm_std=[float(v) for v in norm_std],
         )
         self.num_classes = num_classes
         self.variant = variant
         self.ratio = ratio
+        self.train_ratios = train_ratios
         self.height, self.width = height, width
         parts = VARIANTS[variant]
         self.sr = build_sr(sr) if "sr" in parts else None
@@ -156,7 +219,8 @@ class JBIM(nn.Module):
 
         Args:
             backbone_path (str): file for both backbones (ImageNet or re-id weights).
-            sr_path (str): file for the SR module.
+            sr_path (str): file for the SR module: weights of the bare SR net (keys ``body.*``),
+                or a checkpoint of stage ``sr`` or of a JBIM model (keys ``sr.*``).
             him_path (str): file for HIM's backbone, overriding ``backbone_path``.
             lim_path (str): file for LIM's backbone, overriding ``backbone_path``.
             imagenet (bool): the backbone's ImageNet weights for backbones without a file.
@@ -176,96 +240,99 @@ class JBIM(nn.Module):
             report[name] = load_pretrained_weights(
                 branch.backbone, states[path], source=path or f"ImageNet weights of {backbone}")
         if sr_path and self.sr is not None:
-            report["sr"] = load_pretrained_weights(self.sr, sr_path)
+            report["sr"] = load_sr_weights(self.sr, sr_path)
         return report
 
     def synthesize_lr(self, x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None,
-                      ratio: Optional[float] = None) -> torch.Tensor:
-        """Synthetic LR image x^{h2l} (and down_m(x)): shrink by ``ratio`` of the *genuine* size.
-
-        Each image is resized (bicubic, antialiased) to ``round(m*h) x round(m*w)`` of its genuine
-        size ``(h, w)`` on disk, then bicubic back up to the tensor's size. The ratio is taken of the
-        genuine size, not of the network-size tensor: a 128x48 VIPeR image at 256x128 shrunk by 1/2
-        must lose detail, not come back as itself. Explicit output sizes (not ``scale_factor``) keep
-        the content aligned for ratios such as 1/3.
+                      ratio: Optional[Ratios] = None) -> torch.Tensor:
+        """:func:`synthesize_lr` with the model's ratio m by default (see there).
 
         Args:
             x_hr: ``(B, 3, H, W)`` HR images at the network size.
-            hw: ``(B, 2)`` genuine sizes ``(h, w)``; None takes the tensor size for every image
-                (for inputs whose genuine size is unknown).
-            ratio (float, optional): downsampling ratio; None uses ``self.ratio``.
+            hw: ``(B, 2)`` genuine sizes ``(h, w)``; None takes the tensor size for every image.
+            ratio (float or sequence/tensor of B floats, optional): downsampling ratio, one for the
+                batch or one per image; None uses ``self.ratio``.
 
         Returns:
             torch.Tensor: ``(B, 3, H, W)``.
         """
-        ratio = self.ratio if ratio is None else ratio
-        size = tuple(x_hr.shape[-2:])
-        if hw is None:
-            hw = torch.tensor([size] * x_hr.shape[0])
-        hw = torch.as_tensor(hw).reshape(-1, 2).tolist()
-        if len(hw) != x_hr.shape[0]:
-            raise ValueError(f"synthesize_lr: {len(hw)} genuine sizes for a batch of {x_hr.shape[0]}")
-        out = torch.empty_like(x_hr)
-        groups: Dict[tuple, list] = {}
-        for i, (h, w) in enumerate(hw):
-            small = (max(1, round(ratio * h)), max(1, round(ratio * w)))
-            groups.setdefault(small, []).append(i)
-        for small, idx in groups.items():
-            batch = x_hr[idx]
-            low = F.interpolate(batch, size=small, mode="bicubic", align_corners=False, antialias=True)
-            out[idx] = F.interpolate(low, size=size, mode="bicubic", align_corners=False)
-        return out
+        return synthesize_lr(x_hr, hw, self.ratio if ratio is None else ratio)
+
+    def draw_train_ratios(self, batch_size: int) -> List[float]:
+        """One synthetic-LR ratio per training image, drawn uniformly from ``train_ratios``.
+
+        Args:
+            batch_size (int): number of images.
+
+        Returns:
+            list of float: ``batch_size`` ratios (torch's global generator, so seeded runs repeat).
+        """
+        picks = torch.randint(len(self.train_ratios), (batch_size,)).tolist()
+        return [self.train_ratios[i] for i in picks]
+
+    def super_resolve(self, x: torch.Tensor) -> torch.Tensor:
+        """F_sr in pixel space: de-normalise (``norm_mean``/``norm_std``) -> SR -> re-normalise.
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised LR image upscaled to the network size.
+
+        Returns:
+            torch.Tensor: ``(B, 3, H, W)`` normalised SR image.
+        """
+        self._require("sr")
+        return self.pixels.from_pixels(self.sr(self.pixels.to_pixels(x)))
 
     def forward_train(self, x_lr: torch.Tensor, x_hr: torch.Tensor,
                       branches: Optional[tuple] = None, synthetic_lr: bool = True,
                       hw_hr: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Every training stream of Fig. 4 that ``branches`` needs.
 
+        The synthetic LR image x^{h2l} is made from ``x_hr`` at a ratio drawn per image from
+        ``train_ratios`` (:meth:`draw_train_ratios`) of its genuine size ``hw_hr``.
+
         Args:
             x_lr: ``(B, 3, H, W)`` real LR images (upscaled).
             x_hr: ``(B, 3, H, W)`` HR images of the same identities (other camera).
             branches (tuple, optional): subset of ``him``, ``lim``, ``fusion`` to compute; None
                 computes every branch the variant has.
-            synthetic_lr (bool): make the synthetic LR stream x^{h2l} from ``x_hr``. When False the
-                h2l streams are left out, and the HR side of the fusion uses LIM on ``x_hr``
-            (stream ``lim_hr``, which has no loss of its own).
+            synthetic_lr (bool): HIM's synthetic LR stream F_sr(x^{h2l}) (the only stream L_sr has
+                a target for). False is the ablation of the paper's Table 7: HIM sees x^h and x^l
+                only and there is no ``sr_h2l``; LIM keeps its x^{h2l} stream and the FFN's HR side
+                stays F_fus(HIM(x^h), LIM(x^{h2l})), as in the gallery's test feature.
             hw_hr: ``(B, 2)`` genuine sizes of ``x_hr`` (the synthetic LR is made from them); None
                 takes the tensor size.
 
         Returns:
-            dict: ``sr_h2l`` ``(B, 3, H, W)`` (SR of the synthetic LR, with HIM and ``synthetic_lr``);
-            per stream ``<branch>_<stream>_{feat,bn,logits}`` for branch ``him`` (streams ``hr``,
-            ``h2l``, ``lr``), ``lim`` (``lr``, ``h2l``) and ``fus`` (``lr``, ``hr``: ``_feat``
-            ``(B, D)`` and ``_logits``).
+            dict: ``sr_h2l`` ``(B, 3, H, W)`` (normalised SR of the synthetic LR, with HIM and
+            ``synthetic_lr``); per stream ``<branch>_<stream>_{feat,bn,logits}`` for branch
+            ``him`` (streams ``hr``, ``h2l``, ``lr``), ``lim`` (``lr``, ``h2l``) and ``fus``
+            (``lr``, ``hr``: ``_feat`` ``(B, D)`` and ``_logits``).
         """
         if branches is None:
             branches = tuple(b for b in ("him", "lim", "fusion") if getattr(self, b) is not None)
         out = {}
         need_him = "him" in branches or "fusion" in branches
         need_lim = "lim" in branches or "fusion" in branches
-        x_h2l = self.synthesize_lr(x_hr, hw_hr) if synthetic_lr else None
+        him_h2l = need_him and synthetic_lr
+        x_h2l = None
+        if need_lim or him_h2l:
+            x_h2l = self.synthesize_lr(x_hr, hw_hr, self.draw_train_ratios(x_hr.shape[0]))
         if need_him:
             self._require("him")
-            streams = {"hr": x_hr, "lr": self.sr(x_lr)}
-            if x_h2l is not None:
-                out["sr_h2l"] = streams["h2l"] = self.sr(x_h2l)
+            streams = {"hr": x_hr, "lr": self.super_resolve(x_lr)}
+            if him_h2l:
+                out["sr_h2l"] = streams["h2l"] = self.super_resolve(x_h2l)
             for stream, x in streams.items():
                 for key, value in self.him(x).items():
                     out[f"him_{stream}_{key}"] = value
         if need_lim:
             self._require("lim")
-            streams = {"lr": x_lr}
-            if x_h2l is not None:
-                streams["h2l"] = x_h2l
-            elif "fusion" in branches:  # no synthetic stream: the HR side of the fusion sees x_hr
-                streams["hr"] = x_hr
-            for stream, x in streams.items():
+            for stream, x in {"lr": x_lr, "h2l": x_h2l}.items():
                 for key, value in self.lim(x).items():
                     out[f"lim_{stream}_{key}"] = value
         if "fusion" in branches:
             self._require("fusion")
-            lim_hr = "h2l" if x_h2l is not None else "hr"
-            for side, (h, l) in {"lr": ("lr", "lr"), "hr": ("hr", lim_hr)}.items():
+            for side, (h, l) in {"lr": ("lr", "lr"), "hr": ("hr", "h2l")}.items():
                 feat, logits = self.fusion(out[f"him_{h}_bn"], out[f"lim_{l}_bn"])
                 out[f"fus_{side}_feat"], out[f"fus_{side}_logits"] = feat, logits
         return out
@@ -283,7 +350,8 @@ class JBIM(nn.Module):
         return torch.cat([f for f in (f_h, f_l) if f is not None], dim=1)
 
     def probe_features(self, x_lr: torch.Tensor) -> torch.Tensor:
-        """Test feature of LR probes: ``F_fus(HIM(SR(x)), LIM(x))`` (or the variant's part of it).
+        """Test feature of LR probes: ``F_fus(HIM(SR(x)), LIM(x))`` (or the variant's part of it);
+        SR runs in pixel space (:meth:`super_resolve`).
 
         Args:
             x_lr: ``(B, 3, H, W)`` LR images upscaled to the network size.
@@ -291,7 +359,7 @@ class JBIM(nn.Module):
         Returns:
             torch.Tensor: ``(B, feature_dim)``.
         """
-        return self._features(self.sr(x_lr) if self.sr is not None else None, x_lr)
+        return self._features(self.super_resolve(x_lr) if self.sr is not None else None, x_lr)
 
     def gallery_features(self, x_hr: torch.Tensor, hw: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Test feature of HR gallery images: ``F_fus(HIM(x), LIM(down_m(x)))``.

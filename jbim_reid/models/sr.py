@@ -1,8 +1,14 @@
 """Super-resolution modules for the JBIM SR stream, chosen by name.
 
 Every SR module maps an LR image that is already bicubic-upscaled to the network input size to an
-image of the same size: ``(B, 3, H, W) -> (B, 3, H, W)``. Inputs are normalised tensors (torchreid's
-ImageNet mean/std), so no clamping to [0, 1] is done.
+image of the same size: ``(B, 3, H, W) -> (B, 3, H, W)``, in pixel space: RGB in [0, 1], as SRCNN
+and its published weights work (``JBIM.super_resolve`` and ``PixelSpaceSR`` de-normalise before and
+re-normalise after). Outputs are not clamped, so gradients reach every pixel.
+
+Names (``jbim.sr``): ``srcnn`` / ``srcnn_915`` predict a residual added to the input and start near
+the identity (= bicubic); ``srcnn_paper`` / ``srcnn_915_paper`` are the paper's non-residual SRCNN
+(the network outputs the image itself; use them with SRCNN weights or the ``sr`` pre-training stage);
+``vdsr`` (global residual); ``bicubic`` (no learned SR).
 """
 import functools
 from typing import Callable, Dict
@@ -88,6 +94,8 @@ class BicubicSR(nn.Module):
 SR_MODELS: Dict[str, Callable[..., nn.Module]] = {  # config name (jbim.sr) -> SR module class
     "srcnn": SRCNN,
     "srcnn_915": functools.partial(SRCNN, kernels=(9, 1, 5)),
+    "srcnn_paper": functools.partial(SRCNN, residual=False),
+    "srcnn_915_paper": functools.partial(SRCNN, kernels=(9, 1, 5), residual=False),
     "vdsr": VDSR,
     "bicubic": BicubicSR,
 }
@@ -97,7 +105,8 @@ def build_sr(name: str, **kwargs) -> nn.Module:
     """Build the SR module registered as ``name`` in ``SR_MODELS``.
 
     Args:
-        name (str): one of ``SR_MODELS`` (``srcnn``, ``srcnn_915``, ``vdsr``, ``bicubic``).
+        name (str): one of ``SR_MODELS`` (``srcnn``, ``srcnn_915``, ``srcnn_paper``,
+            ``srcnn_915_paper``, ``vdsr``, ``bicubic``).
         **kwargs: passed to the module's constructor.
 
     Returns:

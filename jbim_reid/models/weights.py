@@ -8,7 +8,7 @@ from torch import nn
 
 from jbim_reid.fileio import load_torch_file
 
-__all__ = ["load_pretrained_weights"]
+__all__ = ["load_pretrained_weights", "load_sr_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,26 @@ def load_pretrained_weights(module: nn.Module, path: Union[str, Mapping], prefix
     if not loaded:
         warnings.warn(f"No key of '{path}' matches {type(module).__name__}: nothing was loaded")
     return loaded, skipped
+
+
+def load_sr_weights(module: nn.Module, path: str) -> Tuple[List[str], List[str]]:
+    """Load SR weights into a bare SR net from either kind of file.
+
+    A file of the bare net (keys ``body.*``, e.g. converted SRCNN weights) loads as it is; a
+    checkpoint of stage ``sr`` or of a JBIM model (keys ``sr.*``) loads its ``sr.*`` part.
+
+    Args:
+        module (nn.Module): the SR net (``JBIM.sr``).
+        path (str): the weight file.
+
+    Returns:
+        tuple: ``(loaded, skipped)`` as :func:`load_pretrained_weights`.
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"SR weights not found: '{path}'")
+    checkpoint = load_torch_file(path, what="SR weights")
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+    names = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    prefix = "sr." if any(k.startswith("sr.") for k in names) else ""
+    return load_pretrained_weights(module, path, prefix=prefix)
