@@ -44,7 +44,7 @@ from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.errors import DataError
 from jbim_reid.export_weights import EXPORT_WEIGHTS_COMMANDS
 from jbim_reid.fileio import CheckpointError, load_torch_file
-from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
+from jbim_reid.models import (JBIM, fetch_imagenet_weights, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
@@ -53,7 +53,7 @@ from jbim_reid.sr_stage import run_sr_stage
 
 __all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
            "train", "test", "complexity", "write_results", "check_training", "check_train_loader",
-           "check_writable", "ConfigError"]
+           "check_writable", "check_imagenet_weights", "ConfigError"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -161,6 +161,14 @@ def check_training(cfg: CN) -> None:
     if cfg.train.max_epoch <= 0:
         raise ConfigError(f"train.max_epoch must be >= 1 (epochs per stage), got {cfg.train.max_epoch}")
     check_writable(cfg.data.save_dir, "data.save_dir")
+
+
+def check_imagenet_weights(cfg: CN) -> None:
+    """Fetch (or find cached) the backbone's ImageNet weights of ``model.pretrained`` before any
+    stage runs, so that an offline machine stops in seconds rather than after stage ``sr``."""
+    if (cfg.jbim.stage in ("all", "him", "lim") and cfg.model.pretrained and not cfg.model.pretrained_path
+            and not (cfg.model.load_weights or cfg.model.resume)):
+        fetch_imagenet_weights(cfg.model.name)
 
 
 def check_train_loader(cfg: CN, datamanager) -> None:
@@ -364,6 +372,7 @@ def train(cfg: CN) -> int:
     check_training(cfg)
     datamanager = build_datamanager(cfg)
     check_train_loader(cfg, datamanager)
+    check_imagenet_weights(cfg)
     if stage != "all":
         resume.run_or_skip(cfg, lambda: datamanager, stage, save_dir, STAGE_VARIANTS.get(stage, variant),
                            cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint)
