@@ -37,6 +37,7 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.export import EXPORT_COMMAND
+from jbim_reid.index import INDEX_COMMAND
 from jbim_reid.fileio import load_torch_file
 from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, load_jbim_checkpoint,
                               load_pretrained_weights)
@@ -332,6 +333,7 @@ COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg)) or (help, 
 }
 COMMANDS.update(ENSEMBLE_COMMANDS)  # train-anchors, ensemble (jbim_reid/anchors.py)
 COMMANDS["export"] = EXPORT_COMMAND  # ONNX export (jbim_reid/export.py)
+COMMANDS["index"] = INDEX_COMMAND  # gallery index build / search (jbim_reid/index.py)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, remainder: bool = True) -> None:
