@@ -63,7 +63,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--anchors", type=int, default=2, help="anchor models (ratios 1/2, 1/3, 1/4, ...)")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--nprobe", type=int, default=64)
+    parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--min-recall", type=float, default=0.95, help="recall@k each approximate index must reach")
     parser.add_argument("--out", default=None, help="write the results as JSON")

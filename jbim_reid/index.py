@@ -9,8 +9,9 @@ Index folder layout::
     features_<i>.npy      gallery features of anchor i (G, D_i) float32
     plan.json, shards/    while building: finished shards are kept, so an interrupted build resumes
 
-Everything is ``.npy`` (read with ``allow_pickle=False``) or JSON. The FAISS structures are rebuilt
-from the stored features when an index is opened.
+Everything is ``.npy`` (read with ``allow_pickle=False``) or JSON. An IVF or HNSW structure is built
+from the stored features on its first search (or by ``index build --ann``) and cached beside them
+(``faiss_<type><param>_<i>.npy``, FAISS's own serialisation as bytes).
 
 Search (:meth:`GalleryIndex.search`): the fused distance of Eq. 19, ``D(q, g) = sum_i w_i(q) d_i(q, g)``
 with squared Euclidean ``d_i`` (as torchreid's ``compute_distance_matrix``), does not fit one FAISS
@@ -207,11 +208,12 @@ class GalleryIndex:
         checkpoints (list of dict, optional): ``{'path', 'sha256'}`` of the anchors.
         sigma (float, optional): Gaussian width of the weights. Default is 0.5.
         weighting (str, optional): ``'gaussian'`` or ``'uniform'``. Default is ``'gaussian'``.
+        folder (str, optional): the index folder, where IVF / HNSW structures are cached once built.
     """
 
     def __init__(self, features: Sequence[np.ndarray], gallery_hw: np.ndarray, ratios: Sequence[float],
                  paths: Optional[List[str]] = None, checkpoints: Optional[List[Dict[str, str]]] = None,
-                 sigma: float = 0.5, weighting: str = "gaussian"):
+                 sigma: float = 0.5, weighting: str = "gaussian", folder: str = ""):
         self.features = [np.ascontiguousarray(f, dtype=np.float32) for f in features]
         self.gallery_hw = np.asarray(gallery_hw)
         self.ratios = [float(r) for r in ratios]
@@ -223,6 +225,7 @@ class GalleryIndex:
         self.size = sizes.pop()
         self.paths = paths
         self.checkpoints = checkpoints or []
+        self.folder = folder
         self.sigma, self.weighting = sigma, weighting
         self._faiss: Dict[Tuple, list] = {}
         self._norms = [np.einsum("ij,ij->i", f, f) for f in self.features]
@@ -243,7 +246,12 @@ class GalleryIndex:
         features = [_load_npy(osp.join(folder, f"features_{i}.npy")) for i in range(n)]
         return cls(features, _load_npy(osp.join(folder, "hw.npy")), meta["ratios"],
                    paths=_read_json(osp.join(folder, "gallery_paths.json")), checkpoints=meta["checkpoints"],
-                   **kwargs)
+                   folder=folder, **kwargs)
+
+    def prepare(self, index_type: str, nlist: int = 0, hnsw_m: int = 16) -> None:
+        """Build (and cache in the index folder) every anchor's FAISS structure of ``index_type``."""
+        for anchor in range(len(self.features)):
+            self._index(anchor, index_type, nlist, 1, hnsw_m, 16)
 
     def check_checkpoints(self, checkpoints: Sequence[str]) -> None:
         """Refuse checkpoints other than the index's (by sha256, in order) with :class:`IndexMismatchError`."""
@@ -261,24 +269,32 @@ class GalleryIndex:
                                  + "\n".join(lines))
 
     def _index(self, anchor: int, index_type: str, nlist: int, nprobe: int, hnsw_m: int, ef_search: int):
-        key = (index_type, nlist, hnsw_m)
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"Unknown index type '{index_type}'; expected one of {list(INDEX_TYPES)}")
+        lists = max(1, min(nlist or int(np.sqrt(self.size)), self.size // 39))
+        key = {"flat": "flat", "ivf": f"ivf{lists}", "hnsw": f"hnsw{hnsw_m}"}[index_type]
         built = self._faiss.setdefault(key, [None] * len(self.features))
         if built[anchor] is None:
             faiss = require("faiss", "jbim-reid index search")
-            feats = self.features[anchor]
-            dim = feats.shape[1]
-            if index_type == "flat":
-                index = faiss.IndexFlatL2(dim)
-            elif index_type == "ivf":
-                lists = max(1, min(nlist or int(4 * np.sqrt(self.size)), self.size // 39))
-                index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
-                index.train(feats)
-            elif index_type == "hnsw":
-                index = faiss.IndexHNSWFlat(dim, hnsw_m)
+            # approximate structures are cached in the index folder as serialised bytes in .npy
+            cache = osp.join(self.folder, f"faiss_{key}_{anchor}.npy") if self.folder and index_type != "flat" else ""
+            if cache and osp.isfile(cache):
+                built[anchor] = faiss.deserialize_index(_load_npy(cache))
             else:
-                raise ValueError(f"Unknown index type '{index_type}'; expected one of {list(INDEX_TYPES)}")
-            index.add(feats)
-            built[anchor] = index
+                feats = self.features[anchor]
+                dim = feats.shape[1]
+                if index_type == "flat":
+                    index = faiss.IndexFlatL2(dim)
+                elif index_type == "ivf":
+                    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
+                    index.cp.max_points_per_centroid = 64  # k-means on a sample: seconds, not minutes
+                    index.train(feats)
+                else:
+                    index = faiss.IndexHNSWFlat(dim, hnsw_m)
+                index.add(feats)
+                if cache:
+                    _save_npy(faiss.serialize_index(index), cache)
+                built[anchor] = index
         index = built[anchor]
         if index_type == "ivf":
             index.nprobe = nprobe
@@ -305,8 +321,8 @@ class GalleryIndex:
         return out
 
     def search(self, probe_features: Sequence[np.ndarray], probe_hw: np.ndarray, k: int = 10,
-               index_type: str = "flat", candidates: Optional[int] = None, nlist: int = 0, nprobe: int = 64,
-               hnsw_m: int = 32, ef_search: int = 128) -> SearchResult:
+               index_type: str = "flat", candidates: Optional[int] = None, nlist: int = 0, nprobe: int = 32,
+               hnsw_m: int = 16, ef_search: int = 128) -> SearchResult:
         """Top k gallery images per probe by the fused distance (see the module docstring).
 
         Args:
@@ -315,7 +331,7 @@ class GalleryIndex:
             k (int): results per probe (at most the gallery size).
             index_type (str): ``flat`` (exact), ``ivf`` or ``hnsw``.
             candidates (int, optional): first ``k'`` per anchor; None gives ``max(4k, 64)``.
-            nlist (int): IVF lists; 0 gives ``4 sqrt(G)``.
+            nlist (int): IVF lists; 0 gives ``sqrt(G)``.
             nprobe (int): IVF lists visited per search.
             hnsw_m (int): HNSW links per node.
             ef_search (int): HNSW search depth.
@@ -366,6 +382,8 @@ def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--batch-size", type=int, default=32)
     build.add_argument("--shard-size", type=int, default=1024, help="images per resumable shard")
     build.add_argument("--device", default="cpu")
+    build.add_argument("--ann", nargs="*", choices=INDEX_TYPES[1:], default=[],
+                       help="also build and cache these approximate structures (ivf, hnsw)")
     search = sub.add_parser("search", help="rank the index for LR probes (Eq. 17-19 ensemble)")
     search.add_argument("index", help="index folder")
     search.add_argument("probes", nargs="+", help="probe images")
@@ -375,7 +393,7 @@ def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--index-type", choices=INDEX_TYPES, default="flat",
                         help="flat: exact; ivf / hnsw: approximate, recall@k against flat is printed")
     search.add_argument("--candidates", type=int, default=None, help="first k' per anchor (default max(4k, 64))")
-    search.add_argument("--nprobe", type=int, default=64, help="IVF lists visited")
+    search.add_argument("--nprobe", type=int, default=32, help="IVF lists visited")
     search.add_argument("--ef-search", type=int, default=128, help="HNSW search depth")
     search.add_argument("--sigma", type=float, default=0.5, help="Gaussian width of the anchor weights")
     search.add_argument("--batch-size", type=int, default=32)
@@ -425,6 +443,10 @@ def index_command(args: argparse.Namespace) -> int:
             meta = build_index(args.checkpoints, list_gallery(args.gallery), args.out, batch_size=args.batch_size,
                                shard_size=args.shard_size, device=args.device)
             print(f"=> Indexed {meta['num_images']} images with {len(meta['checkpoints'])} anchor(s) in '{args.out}'")
+            index = GalleryIndex.load(args.out)
+            for index_type in args.ann:
+                index.prepare(index_type)
+                print(f"=> Cached the {index_type} structure of every anchor")
             return 0
         return _search_command(args)
     except (IndexMismatchError, ValueError) as err:

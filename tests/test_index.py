@@ -89,6 +89,11 @@ def test_exact_index_search_equals_the_matcher_on_real_caviar(caviar, tmp_path, 
     assert gallery[expected.ranking[1, 0]] in capsys.readouterr().out
     assert main(["index", "search", str(tmp_path / "index"), probes[0], "--index-type", "hnsw"]) == 0
     assert "recall@10 against exact search" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "index").glob("faiss_*.npy")) == ["faiss_hnsw16_0.npy",
+                                                                                "faiss_hnsw16_1.npy"]
+    cached = GalleryIndex.load(str(tmp_path / "index"))  # the cached structures give the same results
+    hnsw = cached.search(feats, probe_hw, k=5, index_type="hnsw")
+    np.testing.assert_array_equal(hnsw.indices, index.search(feats, probe_hw, k=5, index_type="hnsw").indices)
 
 
 def test_build_resumes_after_an_interruption_and_refuses_other_checkpoints(tmp_path, monkeypatch, capsys):
