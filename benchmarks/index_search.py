@@ -5,7 +5,9 @@ a latent code each; anchor i's features are the code through a random projection
 noise (4 images per identity), so anchors agree on who is who, as trained anchors do. Probes are noisy
 codes of random identities. The fused top-k of Eq. 17-19 (:class:`jbim_reid.index.GalleryIndex`) is
 searched with each index type; recall@k is measured against the exact search and the speed-up against
-it and against the matcher's way (full distance matrices, then a sort).
+it and against the matcher's way (full distance matrices, then a sort). Times are CPU seconds of
+this process (run it with ``OMP_NUM_THREADS=1``: one thread, so a shared machine's load does not
+distort them).
 
 Usage::
 
@@ -77,16 +79,16 @@ def main(argv: List[str] = None) -> int:
     index = GalleryIndex(feats, hw, [1 / (i + 2) for i in range(args.anchors)])
     k = args.top_k
     results: Dict[str, Dict] = {}
-    start = time.perf_counter()
+    start = time.process_time()
     brute = full_ranking_top_k(index, probes, probe_hw, k)
-    results["full_ranking"] = {"search_s": time.perf_counter() - start}
+    results["full_ranking"] = {"search_s": time.process_time() - start}
     for name, kwargs in (("flat", {}), ("ivf", {"nprobe": args.nprobe}), ("hnsw", {"ef_search": args.ef_search})):
-        start = time.perf_counter()
+        start = time.process_time()
         index.search([p[:1] for p in probes], probe_hw[:1], k=k, index_type=name, **kwargs)  # builds FAISS
-        build_s = time.perf_counter() - start
-        start = time.perf_counter()
+        build_s = time.process_time() - start
+        start = time.process_time()
         result = index.search(probes, probe_hw, k=k, index_type=name, **kwargs)
-        results[name] = {"build_s": build_s, "search_s": time.perf_counter() - start, **kwargs,
+        results[name] = {"build_s": build_s, "search_s": time.process_time() - start, **kwargs,
                          "indices": result.indices}
     exact = results["flat"].pop("indices")
     results["flat"]["equals_full_ranking"] = bool(np.array_equal(exact, brute))

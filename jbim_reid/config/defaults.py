@@ -192,7 +192,7 @@ def get_default_config() -> CN:
     # ---------------------------------------------------------------- jbim
     cfg.jbim = CN()
     # SR module: srcnn (9-5-5, residual), srcnn_915 (9-1-5, cheaper), vdsr (20 layers, residual),
-    # bicubic (no learned SR).
+    # espcn (convs at 1/4 of the network size + sub-pixel upscaling, cheapest), bicubic (no learned SR).
     cfg.jbim.sr = "srcnn"
     # Local SR weights loaded into the SR module; '' = none.
     cfg.jbim.sr_pretrained_path = ""

@@ -117,7 +117,7 @@ class ESPCN(nn.Module):
         Returns: ``(B, 3, H, W)`` SR image.
         """
         h, w = x.shape[-2:]
-        if h % self.scale or w % self.scale:
+        if not torch.jit.is_tracing() and (h % self.scale or w % self.scale):  # ONNX export traces a fixed size
             raise ValueError(f"ESPCN with scale {self.scale} needs an input size that is a multiple of "
                              f"it, got {h}x{w}")
         small = F.avg_pool2d(x, self.scale) if self.scale > 1 else x
