@@ -19,6 +19,9 @@ INSTALL_REQUIRES = [
     "safetensors",
 ]
 
+# ONNX export / runtime and the FAISS gallery index (jbim-reid export, index; jbim_reid.OnnxMatcher)
+DEPLOY_REQUIRES = ["onnx", "onnxruntime", "faiss-cpu"]
+
 setup(
     name="jbim-reid",
     version="0.1.0",
@@ -28,6 +31,6 @@ setup(
     packages=find_packages(include=["jbim_reid", "jbim_reid.*"]),
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=7"]},
+    extras_require={"deploy": DEPLOY_REQUIRES, "dev": ["pytest>=7"] + DEPLOY_REQUIRES},
     entry_points={"console_scripts": ["jbim-reid=jbim_reid.cli:main"]},
 )

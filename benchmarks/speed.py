@@ -38,20 +38,25 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _throughput(fn: Callable[[], None], images_per_call: int, repeats: int) -> float:
-    """Images per second of ``fn`` over ``repeats`` calls after one warm-up call."""
+def _throughput(fn: Callable[[], None], images_per_call: int, repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """Images per second of ``fn`` over ``repeats`` calls after one warm-up call.
+
+    ``clock``: ``time.perf_counter`` (wall time) or ``time.process_time`` (CPU time of this process:
+    with one thread, what the work costs whatever else the machine runs).
+    """
     fn()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(repeats):
         fn()
-    return images_per_call * repeats / (time.perf_counter() - start)
+    return images_per_call * repeats / (clock() - start)
 
 
-def _build_jbim(args, ratio: float = 0.5):
+def _build_jbim(args, ratio: float = 0.5, sr: str = None):
     import jbim_reid  # noqa: F401  (registers the builders)
     from jbim_reid.models import JBIM
 
-    model = JBIM(num_classes=args.num_classes, backbone=args.backbone, sr=args.sr, ratio=ratio,
+    model = JBIM(num_classes=args.num_classes, backbone=args.backbone, sr=sr or args.sr, ratio=ratio,
                  height=args.height, width=args.width)
     return model
 
@@ -87,6 +92,107 @@ def _measure_inference(kind: str, args) -> Dict[str, float]:
     with torch.no_grad():
         ips = _throughput(call, args.batch_size, args.repeats)
     return {"images_per_s": ips, "peak_rss_mib": _peak_rss_mib()}
+
+
+def _clock(args) -> Callable[[], float]:
+    """CPU time with one thread (robust on a shared machine), else wall time."""
+    return time.process_time if getattr(args, "threads", 0) == 1 else time.perf_counter
+
+
+def _probe_parts(model, x, fast: bool) -> Dict[str, Callable[[], None]]:
+    """Calls of each part of the probe path (SR, HIM, LIM, FFN) and of the whole path.
+
+    ``fast``: the model and input in channels_last memory format (run under ``inference_mode`` by the
+    caller); otherwise the contiguous layout of a plain call.
+    """
+    import torch
+
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    sr_out = model.sr(x)
+    f_h, f_l = model.him(sr_out)["bn"], model.lim(x)["bn"]
+    return {
+        "sr": lambda: model.sr(x),
+        "him": lambda: model.him(sr_out),
+        "lim": lambda: model.lim(x),
+        "ffn": lambda: model.fusion(f_h, f_l),
+        "probe_path": lambda: model.probe_features(x),
+    }
+
+
+def _measure_probe_parts(args) -> Dict[str, Dict[str, float]]:
+    """Images/s of the plain backbone and of each probe-path part, before and after the speed-ups.
+
+    before: ``jbim.sr`` = ``args.sr``, ``torch.no_grad``, contiguous tensors (the probe path as the
+    engine ran it); after: ``args.fast_sr``, ``torch.inference_mode``, channels_last. With
+    ``--threads 1`` the timings are CPU time of this process, so a shared machine's load does not
+    distort them.
+    """
+    import contextlib
+
+    import torch
+    import torchreid
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, args.height, args.width)
+    plain = torchreid.models.build_model(args.backbone, num_classes=args.num_classes, loss="softmax",
+                                         pretrained=False).eval()
+    out: Dict[str, Dict[str, float]] = {}
+    for name, sr, fast in (("before", args.sr, False), ("after", args.fast_sr, True)):
+        model = _build_jbim(args, sr=sr).eval()
+        ctx = torch.inference_mode if fast else torch.no_grad
+        base, xb = plain, x
+        if fast:
+            base = torchreid.models.build_model(args.backbone, num_classes=args.num_classes, loss="softmax",
+                                                pretrained=False).eval().to(memory_format=torch.channels_last)
+            xb = x.contiguous(memory_format=torch.channels_last)
+        with ctx():
+            calls = _probe_parts(model, x, fast)
+            row = {"plain_backbone": _throughput(lambda: base(xb), args.batch_size, args.repeats, _clock(args))}
+            for part, call in calls.items():
+                row[part] = _throughput(call, args.batch_size, args.repeats, _clock(args))
+        row["probe_slowdown_vs_plain"] = row["plain_backbone"] / row["probe_path"]
+        row["settings"] = {"sr": sr, "inference_mode": fast, "channels_last": fast,
+                           "clock": "cpu" if _clock(args) is time.process_time else "wall"}
+        out[name] = row
+        del model
+    with contextlib.suppress(ImportError):
+        out["onnx"] = _measure_onnx_probe(args)
+    return out
+
+
+def _measure_onnx_probe(args) -> Dict[str, float]:
+    """Images/s of the exported probe graph in onnxruntime (CPU, ``args.threads`` threads) next to the
+    same model's fast torch path, in one process."""
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+
+    from jbim_reid.export import export_model
+
+    torch.manual_seed(0)
+    model = _build_jbim(args, sr=args.fast_sr).eval()
+    x = torch.randn(args.batch_size, 3, args.height, args.width)
+    with tempfile.TemporaryDirectory() as folder:
+        meta = export_model(model, folder)
+        options = ort.SessionOptions()
+        if args.threads:
+            options.intra_op_num_threads = args.threads
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(f"{folder}/probe.onnx", options, providers=["CPUExecutionProvider"])
+        feed = {"image": x.numpy()}
+        onnx_ips = _throughput(lambda: session.run(["feature"], feed), args.batch_size, args.repeats, _clock(args))
+    fast_model = model.to(memory_format=torch.channels_last)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch_ips = _throughput(lambda: fast_model.probe_features(xc), args.batch_size, args.repeats, _clock(args))
+    return {"onnx_probe_path": onnx_ips, "torch_probe_path": torch_ips, "onnx_vs_torch": onnx_ips / torch_ips,
+            "probe_onnx_mib": meta["files"]["probe.onnx"]["bytes"] / 2 ** 20,
+            "gallery_onnx_mib": meta["files"]["gallery.onnx"]["bytes"] / 2 ** 20}
 
 
 class _FakeDataManager:
@@ -205,6 +311,10 @@ def _measure_gpu_amp(args) -> Dict[str, object]:
 
 
 def _child(target: str, kind: str, args, queue) -> None:
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if target == "inference":
             queue.put(_measure_inference(kind, args))
@@ -212,6 +322,8 @@ def _child(target: str, kind: str, args, queue) -> None:
             queue.put(_measure_train_step(kind, args))
         elif target == "gpu":
             queue.put(_measure_gpu_amp(args))
+        elif target == "parts":
+            queue.put(_measure_probe_parts(args))
         else:
             queue.put(_measure_ranking(args))
     except Exception as exc:  # reported by the parent, which keeps measuring the rest
@@ -246,6 +358,10 @@ def main(argv: List[str] = None) -> int:
                         help="queries in the ranking benchmark (Market-1501: 3,368)")
     parser.add_argument("--quick", action="store_true",
                         help="128x64 input, batch 8, 2 repeats, 600 ranking queries: about a minute")
+    parser.add_argument("--fast-sr", default="espcn", help="SR module of the fast probe path")
+    parser.add_argument("--threads", type=int, default=0, help="torch / onnxruntime threads (0: default)")
+    parser.add_argument("--parts-only", action="store_true",
+                        help="only the probe path per part, before and after the speed-ups, and ONNX")
     parser.add_argument("--out", default=None, help="write the results as JSON to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -256,6 +372,11 @@ def main(argv: List[str] = None) -> int:
 
     started = time.perf_counter()
     results: Dict[str, Dict] = {}
+    print("measuring the probe path per part ...", flush=True)
+    results["probe_parts"] = _run_isolated("parts", "", args)
+    _print_parts(results["probe_parts"], args)
+    if args.parts_only:
+        return _write(args, results, started)
     for kind in ("plain_backbone", "jbim_probe", "jbim_gallery", "ensemble_probe"):
         print(f"measuring {kind} ...", flush=True)
         results[kind] = _run_isolated("inference", kind, args)
@@ -304,6 +425,34 @@ def main(argv: List[str] = None) -> int:
             r = amp[name]
             print(f"  {name}: train {r['train_images_per_s']:.1f} images/s, peak "
                   f"{r['train_peak_gpu_mib']:.0f} MiB; probe {r['probe_images_per_s']:.1f} images/s")
+    return _write(args, results, started)
+
+
+def _print_parts(parts: Dict, args) -> None:
+    """Markdown table of the probe path per part, before and after."""
+    if "error" in parts:
+        print(f"probe parts: error: {parts['error']}")
+        return
+    before, after = parts["before"], parts["after"]
+    print(f"\nprobe path per part, {args.backbone}, {args.height}x{args.width}, batch {args.batch_size}; "
+          f"before: sr {before['settings']['sr']}, no_grad; after: sr {after['settings']['sr']}, "
+          "inference_mode, channels_last")
+    print("| part | before (images/s) | after (images/s) | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for part in ("plain_backbone", "sr", "him", "lim", "ffn", "probe_path"):
+        print(f"| {part} | {before[part]:.1f} | {after[part]:.1f} | {after[part] / before[part]:.2f} |")
+    print(f"| probe path x slower than plain | {before['probe_slowdown_vs_plain']:.2f} | "
+          f"{after['probe_slowdown_vs_plain']:.2f} | |")
+    onnx = parts.get("onnx")
+    if onnx:
+        print(f"ONNX (onnxruntime) probe path {onnx['onnx_probe_path']:.1f} images/s vs torch (after) "
+              f"{onnx['torch_probe_path']:.1f}: {onnx['onnx_vs_torch']:.2f}x; probe.onnx "
+              f"{onnx['probe_onnx_mib']:.1f} MiB, gallery.onnx {onnx['gallery_onnx_mib']:.1f} MiB")
+
+
+def _write(args, results: Dict, started: float) -> int:
+    import torch
+
     total = time.perf_counter() - started
     print(f"total time {total:.0f} s")
 
@@ -311,7 +460,7 @@ def main(argv: List[str] = None) -> int:
         payload = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"processor": platform.processor() or platform.machine(),
-                        "threads": torch.get_num_threads(), "python": sys.version.split()[0],
+                        "threads": args.threads or torch.get_num_threads(), "python": sys.version.split()[0],
                         "torch": torch.__version__},
             "settings": {k: v for k, v in vars(args).items() if k != "out"},
             "results": results, "total_s": total,

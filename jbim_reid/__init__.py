@@ -12,9 +12,10 @@ Examples::
     result.ranking[0]  # gallery indices, best match first
 """
 from jbim_reid.matcher import CrossResolutionMatcher, MatchResult
+from jbim_reid.onnx_matcher import OnnxMatcher
 from jbim_reid.registry import register_all
 
 __version__ = "0.1.0"
-__all__ = ["CrossResolutionMatcher", "MatchResult", "register_all", "__version__"]
+__all__ = ["CrossResolutionMatcher", "MatchResult", "OnnxMatcher", "register_all", "__version__"]
 
 register_all()

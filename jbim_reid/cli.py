@@ -16,9 +16,10 @@ stderr and exit code 2; ``--debug`` also prints the traceback.
 Subcommands live in ``COMMANDS`` (name -> (help, function)); every subcommand gets
 ``--config-file`` and trailing ``KEY VALUE`` options, merged last as in torchreid's ``scripts/main.py``.
 Another module adds a subcommand with ``COMMANDS['name'] = (help, function)``, where ``function``
-takes the loaded config and returns an exit code. A function with an ``add_arguments(parser)``
-attribute declares its own arguments instead (``--config-file`` / ``opts`` only if it adds them) and
-is called as ``function(cfg, args)``.
+takes the loaded config and returns an exit code. A subcommand with arguments of its own registers
+``(help, function, add_arguments)``: ``add_arguments(parser)`` defines all its arguments (calling
+:func:`add_config_arguments` when it reads a config too) and ``function`` gets the parsed
+``argparse.Namespace``.
 """
 import argparse
 import contextlib
@@ -27,7 +28,7 @@ import os.path as osp
 import sys
 import tempfile
 import traceback
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torchreid
@@ -42,18 +43,20 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.errors import DataError
+from jbim_reid.export import EXPORT_COMMAND
 from jbim_reid.export_weights import EXPORT_WEIGHTS_COMMANDS
 from jbim_reid.fileio import CheckpointError, load_torch_file
-from jbim_reid.models import (JBIM, fetch_imagenet_weights, SR_MODELS, VARIANTS, load_jbim_checkpoint,
+from jbim_reid.index import INDEX_COMMAND
+from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, fetch_imagenet_weights, load_jbim_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
 from jbim_reid.weights_cli import WEIGHTS_COMMAND
 from jbim_reid.sr_stage import run_sr_stage
 
-__all__ = ["COMMANDS", "main", "load_config", "build_datamanager", "build_model", "run_stage",
-           "train", "test", "complexity", "write_results", "check_training", "check_train_loader",
-           "check_writable", "check_imagenet_weights", "ConfigError"]
+__all__ = ["COMMANDS", "main", "load_config", "add_config_arguments", "build_datamanager", "build_model",
+           "run_stage", "train", "test", "complexity", "write_results", "check_training",
+           "check_train_loader", "check_writable", "check_imagenet_weights", "ConfigError"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -449,7 +452,7 @@ def complexity(cfg: CN) -> int:
     return 0
 
 
-COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
+COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg)) or (help, function(args), add_arguments)
     "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", train),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
@@ -458,6 +461,21 @@ COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help,
 COMMANDS.update(ENSEMBLE_COMMANDS)  # train-anchors, ensemble (jbim_reid/anchors.py)
 COMMANDS.update(EXPORT_WEIGHTS_COMMANDS)  # export-weights (jbim_reid/export_weights.py)
 COMMANDS["weights"] = WEIGHTS_COMMAND  # weights fetch / list (jbim_reid/weights_cli.py)
+COMMANDS["export"] = EXPORT_COMMAND  # ONNX export (jbim_reid/export.py)
+COMMANDS["index"] = INDEX_COMMAND  # gallery index build / search (jbim_reid/index.py)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, remainder: bool = True) -> None:
+    """``--config-file`` and the trailing ``KEY VALUE`` options (``args.config_file``, ``args.opts``).
+
+    Args:
+        parser: a subcommand's parser.
+        remainder (bool): the options take every remaining word; False lets flags of the
+            subcommand's own follow them (``... model.load_weights CKPT --out DIR``).
+    """
+    parser.add_argument("--config-file", default="", help="YAML config file (see configs/)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER if remainder else "*", default=None,
+                        help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,15 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jbim-reid", description="Cross-resolution person re-id (JBIM) from a yacs config file.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, function) in COMMANDS.items():
+    for name, (help_text, _, *add_arguments) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", help="print the traceback of an error")
-        if hasattr(function, "add_arguments"):
-            function.add_arguments(p)
-            continue
-        p.add_argument("--config-file", default="", help="YAML config file (see configs/)")
-        p.add_argument("opts", nargs=argparse.REMAINDER, default=None,
-                       help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
+        (add_arguments[0] if add_arguments else add_config_arguments)(p)
     return parser
 
 
@@ -481,12 +494,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``jbim-reid``; returns the exit code (2 for config errors)."""
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(getattr(args, "config_file", ""), getattr(args, "opts", None))
-        function = COMMANDS[args.command][1]
+        entry = COMMANDS[args.command]
+        if len(entry) > 2:  # a subcommand with arguments of its own
+            return entry[1](args)
+        cfg = load_config(args.config_file, args.opts)
         with distributed.session(cfg.train.dist_backend, _use_gpu(cfg), cfg.train.dist_timeout):
-            return function(cfg, args) if hasattr(function, "add_arguments") else function(cfg)
+            return entry[1](cfg)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as err:
-        if getattr(args, "debug", False):
+        if args.debug:
             traceback.print_exc()
         print(f"jbim-reid {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,6 @@ The cache is torchreid's (``jbim_reid.models.imagenet``), so a later ``jbim-reid
 import argparse
 from typing import Callable, Tuple
 
-from yacs.config import CfgNode as CN
 
 from jbim_reid.models.imagenet import imagenet_state_dict, supported_backbones, weight_source
 
@@ -35,7 +34,7 @@ def _size_mb(path) -> str:
     return f"{path.stat().st_size / 2 ** 20:.1f} MB"
 
 
-def weights(cfg: CN, args: argparse.Namespace) -> int:
+def weights(args: argparse.Namespace) -> int:
     """``fetch``: download (if missing) and check the weights of ``--backbone`` or ``model.name``;
     ``list``: one line per known backbone (cached or missing, size, cache path, URL)."""
     if args.weights_action == "list":
@@ -50,14 +49,17 @@ def weights(cfg: CN, args: argparse.Namespace) -> int:
         for row in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
         return 0
-    backbone = args.backbone or cfg.model.name
+    backbone = args.backbone
+    if not backbone:
+        from jbim_reid.cli import load_config  # imported on use: cli imports this module
+
+        backbone = load_config(args.config_file, args.opts).model.name
     state = imagenet_state_dict(backbone)
     path = weight_source(backbone).cache_path
     print(f"=> {backbone}: ImageNet weights ready at {path} ({_size_mb(path)}, {len(state)} tensors)")
     return 0
 
 
-weights.add_arguments = _add_arguments  # the CLI gives this command its own arguments
-
-WEIGHTS_COMMAND: Tuple[str, Callable] = (
-    "download ImageNet backbone weights into the cache (fetch) or show the cache (list)", weights)
+WEIGHTS_COMMAND: Tuple[str, Callable, Callable] = (  # cli.COMMANDS entry: a command with its own arguments
+    "download ImageNet backbone weights into the cache (fetch) or show the cache (list)", weights,
+    _add_arguments)

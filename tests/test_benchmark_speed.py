@@ -15,7 +15,7 @@ SPEC.loader.exec_module(speed)
 @pytest.fixture
 def args():
     return argparse.Namespace(backbone="osnet_x0_25", sr="srcnn", height=32, width=16, batch_size=8,
-                              repeats=1, num_classes=4, rank_queries=20)
+                              repeats=1, num_classes=4, rank_queries=20, fast_sr="espcn", threads=1)
 
 
 @pytest.mark.parametrize("kind", ["plain_backbone", "jbim_probe", "jbim_gallery", "ensemble_probe"])
@@ -44,3 +44,13 @@ def test_unknown_measurement_is_rejected(args):
 def test_mixed_precision_measurement_is_skipped_with_a_reason_without_cuda(args, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert "no CUDA device" in speed._measure_gpu_amp(args)["skipped"]
+@pytest.mark.slow
+def test_probe_parts_are_measured_before_and_after_with_onnx(args):
+    pytest.importorskip("onnxruntime")
+    result = speed._measure_probe_parts(args)
+    for name in ("before", "after"):
+        row = result[name]
+        assert all(row[p] > 0 for p in ("plain_backbone", "sr", "him", "lim", "ffn", "probe_path"))
+        assert row["probe_slowdown_vs_plain"] == pytest.approx(row["plain_backbone"] / row["probe_path"])
+    assert result["before"]["settings"]["sr"] == "srcnn" and result["after"]["settings"]["sr"] == "espcn"
+    assert result["onnx"]["onnx_probe_path"] > 0 and result["onnx"]["probe_onnx_mib"] > 0

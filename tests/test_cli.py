@@ -105,8 +105,8 @@ def test_test_without_weights_exits_2(capsys, tmp_path):
 
 def test_commands_table_holds_train_and_test():
     assert {"train", "test"} <= set(COMMANDS)
-    for help_text, function in COMMANDS.values():
-        assert help_text and callable(function)
+    for help_text, function, *add_arguments in COMMANDS.values():  # (help, fn) or (help, fn, add_arguments)
+        assert help_text and callable(function) and all(callable(a) for a in add_arguments)
     with pytest.raises(SystemExit):
         main(["no-such-command"])
 

@@ -89,8 +89,8 @@ def test_unknown_keys_and_bad_values_are_rejected(tmp_path):
         load_config(str(bad))
     with pytest.raises(ConfigError, match="jbim.stage 'two'"):
         load_config("", ["jbim.stage", "two"])
-    with pytest.raises(ConfigError, match="jbim.sr 'espcn'"):
-        load_config("", ["jbim.sr", "espcn"])
+    with pytest.raises(ConfigError, match="jbim.sr 'nosuch_sr'"):
+        load_config("", ["jbim.sr", "nosuch_sr"])
     with pytest.raises(ConfigError, match="model.name 'resnet5'"):
         load_config("", ["model.name", "resnet5"])
     with pytest.raises(ConfigError, match="not found"):

@@ -153,8 +153,8 @@ def test_paper_srcnn_outputs_the_image_not_a_residual(name, kernels):
 
 def test_sr_plain_srcnn_and_unknown_name():
     assert build_sr("srcnn", residual=False)(torch.randn(1, 3, 16, 8)).shape == (1, 3, 16, 8)
-    with pytest.raises(KeyError, match=r"'espcn'.*bicubic.*srcnn.*vdsr"):
-        build_sr("espcn")
+    with pytest.raises(KeyError, match=r"'nosuch_sr'.*bicubic.*espcn.*srcnn.*vdsr"):
+        build_sr("nosuch_sr")
 
 
 def test_unknown_variant_and_bad_ratio():

@@ -213,7 +213,8 @@ def get_default_config() -> CN:
     cfg.jbim = CN()
     # SR module, run on [0, 1] RGB (de-normalised by data.norm_mean/std): srcnn (9-5-5, predicts a
     # residual), srcnn_915 (9-1-5, cheaper, residual), srcnn_paper / srcnn_915_paper (the paper's
-    # non-residual SRCNN: outputs the image), vdsr (20 layers, residual), bicubic (no learned SR).
+    # non-residual SRCNN: outputs the image), vdsr (20 layers, residual), espcn (convs at 1/4 of the
+    # network size + sub-pixel upscaling, cheapest), bicubic (no learned SR).
     cfg.jbim.sr = "srcnn"
     # Local SR weights loaded into the SR module (the bare net's keys, or a stage-sr / JBIM
     # checkpoint's sr.* keys); '' = none. Stage sr starts from them too.

@@ -375,6 +375,21 @@ class JBIM(nn.Module):
         x_low = self.synthesize_lr(x_hr, hw) if self.lim is not None else None
         return self._features(x_hr, x_low)
 
+    def gallery_features_pair(self, x_hr: torch.Tensor, x_low: Optional[torch.Tensor]) -> torch.Tensor:
+        """:meth:`gallery_features` with down_m done by the caller: ``F_fus(HIM(x_hr), LIM(x_low))``.
+
+        The exported gallery graph uses this (a per-image resize to each genuine size does not fit
+        one ONNX graph); ``x_low`` must be ``synthesize_lr(x_hr, hw)``.
+
+        Args:
+            x_hr: ``(B, 3, H, W)`` HR images.
+            x_low: ``(B, 3, H, W)`` their down_m versions; ignored (may be None) without LIM.
+
+        Returns:
+            torch.Tensor: ``(B, feature_dim)``.
+        """
+        return self._features(x_hr, x_low if self.lim is not None else None)
+
     def forward(self, x: torch.Tensor, x_hr: Optional[torch.Tensor] = None, role: str = "probe",
                 hw: Optional[torch.Tensor] = None, **kwargs):
         """Train mode: ``forward_train(x, x_hr, **kwargs)`` (dict). Eval mode: features ``(B, D)``.
