@@ -27,7 +27,7 @@ import hashlib
 import os
 import os.path as osp
 import types
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
