@@ -83,7 +83,7 @@ from jbim_reid.datasets import DATASETS
 from jbim_reid.engines import JBIMEngine
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
-from jbim_reid.models import load_jbim_checkpoint
+from jbim_reid.models import SR_MODELS, load_jbim_checkpoint
 from jbim_reid.reports import rank_results, read_json, summarize_splits, write_json
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
@@ -217,6 +217,9 @@ def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:
     cfg.train.seed = args.seed
     cfg.test.eval_freq = -1
     cfg.jbim.ratio = ANCHORS[0]
+    cfg.jbim.sr = args.sr
+    cfg.jbim.sr_max_epoch = args.sr_epochs
+    cfg.jbim.sr_patience = args.sr_patience
     cfg.freeze()
     return cfg
 
@@ -257,12 +260,13 @@ class Stage:
     checkpoint: str = ""
     deps: Tuple[str, ...] = ()  # stages whose checkpoints this one starts from
     evaluate: Optional[Callable[[str], dict]] = None  # checkpoint -> results, for a reused stage
+    info: dict = field(default_factory=dict)  # extra JSON of the stage (stage sr: PSNR / SSIM)
 
     def record(self) -> dict:
         """The JSON form (without results)."""
         return {"seconds": self.seconds, "epochs": self.epochs, "checkpoint": self.checkpoint,
                 "seconds_per_epoch": self.seconds / self.epochs if self.epochs else None,
-                "starts_from": list(self.deps)}
+                "starts_from": list(self.deps), **self.info}
 
 
 @dataclass
@@ -357,12 +361,14 @@ class SplitRunner:
 
     def _jbim_stage(self, name: str, description: str, cfg: CN, stage: str, variant: str,
                     him: Optional[Stage] = None, lim: Optional[Stage] = None,
-                    train_epochs: bool = True, deps: Sequence[str] = (), resaug: bool = False) -> Stage:
+                    train_epochs: bool = True, deps: Sequence[str] = (), resaug: bool = False,
+                    sr: Optional[Stage] = None) -> Stage:
         def train():
             engine, checkpoint = run_stage(cfg, self.datamanager(resaug), stage,
                                            os.path.join(self.save_dir, name), variant,
                                            him.checkpoint if him else "", lim.checkpoint if lim else "",
-                                           train_epochs=train_epochs)
+                                           train_epochs=train_epochs,
+                                           sr_checkpoint=sr.checkpoint if sr else "")
             return engine.last_results[self.dataset], checkpoint
 
         return self._run(name, description, cfg.train.max_epoch if train_epochs else 0, train, deps,
@@ -407,12 +413,40 @@ class SplitRunner:
         augmented = ", random_resolution" if resaug else ""
         return self._run(name, f"torchreid {cfg.model.name}, ImageTripletEngine{augmented}", epochs, train)
 
+    def sr(self, ratio: float = ANCHORS[0]) -> Optional[Stage]:
+        """Stage ``sr`` (SR pre-training on the split's HR images at ratio ``ratio``, early stopping on
+        held-out PSNR); None when ``--sr-epochs 0`` or the SR has no weights (``bicubic``)."""
+        if self.cfg.jbim.sr_max_epoch <= 0 or self.cfg.jbim.sr == "bicubic":
+            return None
+        name = _stage_name("sr", ratio)
+        cfg = _with(self.cfg, ratio=ratio)
+        results_path = os.path.join(self.save_dir, name, "results.json")
+
+        def psnr(path: str = "") -> dict:
+            res = read_json(results_path)
+            keys = ("best_epoch", "epochs", "psnr_sr", "psnr_bicubic", "psnr_gain", "ssim_sr", "ssim_bicubic")
+            return {k: res[k] for k in keys if k in res}
+
+        def train():
+            _, checkpoint = run_stage(cfg, self.datamanager(), "sr", os.path.join(self.save_dir, name))
+            return psnr(), checkpoint
+
+        stage = self._run(name, f"SR pre-training ({cfg.jbim.sr}), m={ratio_label(ratio)}",
+                          cfg.jbim.sr_max_epoch, train, evaluate=psnr)
+        if not stage.info:
+            stage.info = {"sr": self.results(stage)}
+            self.stage_records[name] = stage.record()
+        return stage
+
     def him(self, epochs: int, ratio: float = ANCHORS[0], resaug: bool = False) -> Stage:
-        """Stage-1 HIM (SRCNN + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``."""
+        """Stage-1 HIM (SR + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``, its SR module
+        initialised by stage ``sr`` at that ratio."""
+        sr = self.sr(ratio)
         return self._jbim_stage(_stage_name("him", ratio, resaug, e=epochs),
                                 f"SR + HIM, m={ratio_label(ratio)}",
                                 _with(self.cfg, epochs, resaug, ratio=ratio),
-                                "him", "him", resaug=resaug)
+                                "him", "him", resaug=resaug, sr=sr,
+                                deps=(self._name(sr),) if sr else ())
 
     def lim(self, epochs: int, resaug: bool = False) -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
@@ -861,6 +895,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="anchors m=1/3, 1/4 of the ensemble: only a joint stage each from the shared "
                              "stage-1 HIM (m=1/2) and LIM (default), or their own HIM stage and a joint "
                              "stage")
+    parser.add_argument("--sr", default="srcnn_915", choices=sorted(SR_MODELS),
+                        help="SR module of the JBIM methods (jbim.sr; default: srcnn_915, the CPU configs')")
+    parser.add_argument("--sr-epochs", type=int, default=20,
+                        help="stage sr (SR pre-training) at most this many epochs per split, before HIM; "
+                             "0 skips it (default: 20)")
+    parser.add_argument("--sr-patience", type=_positive, default=5,
+                        help="stage sr stops after this many epochs without a held-out PSNR gain (default: 5)")
     parser.add_argument("--backbone", default="mobilenetv2_x1_0",
                         help="torchreid backbone of every method; --weights must match it "
                              "(default: mobilenetv2_x1_0)")
@@ -961,6 +1002,7 @@ def _recipe(args: argparse.Namespace) -> dict:
         "optimizer": "adam, lr 3.5e-4, weight decay 5e-4", "lr_schedule": "x0.1 after 2/3 of the epochs",
         "transforms": ["random_flip", "random_crop"], "resaug_range": list(RESAUG_RANGE),
         "seed": args.seed, "device": args.device,
+        "sr": args.sr, "sr_pretraining": {"max_epochs": args.sr_epochs, "patience": args.sr_patience},
     }
 
 

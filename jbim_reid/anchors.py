@@ -5,6 +5,7 @@
 stage is trained once per split and shared by the anchors (``ensemble.share_lim``). Layout::
 
     <data.save_dir>/split_<k>/stage_lim/                 shared LIM stage of split k
+    <data.save_dir>/split_<k>/anchor_1_2/stage_sr/       SR pre-training of anchor m = 1/2
     <data.save_dir>/split_<k>/anchor_1_2/stage_him/      HIM stage of anchor m = 1/2
     <data.save_dir>/split_<k>/anchor_1_2/stage_joint/    the anchor model (final checkpoint)
     <data.save_dir>/split_<k>/anchor_1_2/results.json    its test results
@@ -228,12 +229,13 @@ def _log(message: str) -> None:
 
 
 def _train_stage(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str, variant: str,
-                 him_checkpoint: str = "", lim_checkpoint: str = "", trains: bool = True) -> str:
+                 him_checkpoint: str = "", lim_checkpoint: str = "", trains: bool = True,
+                 sr_checkpoint: str = "") -> str:
     """One stage through ``resume.run_or_skip``: skipped when finished, else run or continued."""
     from jbim_reid.resume import run_or_skip
 
     return run_or_skip(cfg, get_datamanager, stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
-                       trains, log=_log)
+                       trains, log=_log, sr_checkpoint=sr_checkpoint)
 
 
 def train_anchors(cfg: CN) -> int:
@@ -304,6 +306,12 @@ def train_anchors(cfg: CN) -> int:
                     checkpoints[part] = _train_stage(anchor_cfg, get_datamanager, "joint",
                                                      osp.join(folder, "stage_joint"), variant,
                                                      checkpoints["him"], checkpoints["lim"], trains)
+                elif part == "him":  # stage sr at the anchor's ratio initialises HIM's SR module
+                    sr_checkpoint = _train_stage(anchor_cfg, get_datamanager, "sr",
+                                                 osp.join(folder, "stage_sr"), "him")
+                    checkpoints[part] = _train_stage(anchor_cfg, get_datamanager, part,
+                                                     osp.join(folder, "stage_him"), part,
+                                                     sr_checkpoint=sr_checkpoint)
                 else:
                     checkpoints[part] = _train_stage(anchor_cfg, get_datamanager, part,
                                                      osp.join(folder, f"stage_{part}"), part)

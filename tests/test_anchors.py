@@ -116,7 +116,7 @@ def test_train_anchors_resumes_an_unfinished_anchor(run, tmp_path, capsys):
     assert "split 1 (2/2), anchor 1/4 (2/2): training" in out
     assert "stage him: " in out and "stage lim: " in out  # finished stages of that anchor are reused
     assert out.count("stage him") == out.count("stage lim") == out.count("stage joint ->") == 1
-    assert out.count("exists, skipped") == 3 + 2  # three finished anchors, him and the shared LIM
+    assert out.count("exists, skipped") == 3 + 3  # three finished anchors, sr, him and the shared LIM
 
 
 @pytest.mark.slow

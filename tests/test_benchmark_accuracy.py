@@ -162,7 +162,8 @@ def test_measured_costs_replace_the_table(accuracy, tmp_path):
     assert accuracy.measured_costs(str(report)) == {"plain": 2.0, "him": 4.0, "lim": 3.0, "joint": 6.0}
 
 
-ARGS = ["--height", "32", "--width", "16", "--batch-size", "8", "--weights", "none", "--workers", "0"]
+ARGS = ["--height", "32", "--width", "16", "--batch-size", "8", "--weights", "none", "--workers", "0",
+        "--sr-epochs", "1"]
 
 
 @pytest.mark.slow
@@ -194,7 +195,11 @@ def test_whole_run_on_synthetic_data(accuracy, data_tree, tmp_path, capsys):
             "joint_m1-2_ra_h1_l1_e1"} <= set(stages)
     assert stages["joint_m1-3_h1_l1_e1"]["starts_from"] == ["him_m1-2_e1", "lim_e1"]
     jbim_run = split["runs"]["jbim"]["him=1,lim=1,joint=1"]
-    assert set(jbim_run["stages"]) == {"joint_m1-2_h1_l1_e1", "him_m1-2_e1", "lim_e1"}
+    assert set(jbim_run["stages"]) == {"joint_m1-2_h1_l1_e1", "him_m1-2_e1", "lim_e1", "sr_m1-2"}
+    # stage sr (SR pre-training) initialises HIM; its PSNR against bicubic is recorded
+    assert stages["him_m1-2_e1"]["starts_from"] == ["sr_m1-2"]
+    sr = stages["sr_m1-2"]["sr"]
+    assert sr["psnr_gain"] == pytest.approx(sr["psnr_sr"] - sr["psnr_bicubic"])
     assert jbim_run["seconds"] == pytest.approx(sum(stages[n]["seconds"] for n in jbim_run["stages"]))
     # plain given JBIM's training time
     per_epoch = split["methods"]["plain"]["seconds"] / 1

@@ -124,9 +124,11 @@ def test_stage_sr_config_errors(opts, match):
 
 
 def test_stage_sr_is_a_valid_stage_and_train_ratios_reach_the_model():
-    cfg = load_config("", ["jbim.stage", "sr", "jbim.train_ratios", "[0.5, 0.25]", "data.height", "32",
+    cfg = load_config("", ["model.pretrained", "False", "jbim.stage", "sr", "jbim.train_ratios", "[0.5, 0.25]",
+                           "data.height", "32",
                            "data.width", "16", "model.name", "osnet_x0_25",
                            "data.norm_mean", "[0.5, 0.5, 0.5]"])
     model = build_model(cfg, 3)
     assert model.train_ratios == [0.5, 0.25] and model.jbim_kwargs["norm_mean"] == [0.5, 0.5, 0.5]
-    assert build_model(load_config("", ["model.name", "osnet_x0_25"]), 3).train_ratios == [0.5]
+    assert build_model(load_config("", ["model.name", "osnet_x0_25", "model.pretrained", "False"]),
+                       3).train_ratios == [0.5]
