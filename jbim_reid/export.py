@@ -23,7 +23,6 @@ Examples::
     ...                           meta['input']['width'], meta['ratio'])
 """
 import argparse
-import hashlib
 import os
 import os.path as osp
 import types
@@ -33,24 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from jbim_reid.download import sha256_file
 from jbim_reid.matcher import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, load_rgb
 from jbim_reid.optional import require
 from jbim_reid.reports import write_json
 
-__all__ = ["OPSET", "EXPORT_FILES", "EXPORT_COMMAND", "sha256_file", "probe_inputs", "gallery_inputs",
+__all__ = ["OPSET", "EXPORT_FILES", "EXPORT_COMMAND", "probe_inputs", "gallery_inputs",
            "export_model", "export_command", "add_export_arguments"]
 
 OPSET = 17  # ONNX opset of the exported graphs
 EXPORT_FILES = ("probe.onnx", "gallery.onnx", "export.json")  # what an export folder holds
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe_inputs(images: Sequence, height: int, width: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from jbim_reid.ensemble import anchor_weights, resolution_ratios
-from jbim_reid.export import sha256_file
+from jbim_reid.download import sha256_file
 from jbim_reid.fileio import atomic_write
 from jbim_reid.optional import require
 from jbim_reid.reports import write_json

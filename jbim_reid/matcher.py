@@ -128,20 +128,22 @@ class CrossResolutionMatcher:
             checkpoints = [checkpoints]
         if len(checkpoints) == 0:
             raise ValueError("checkpoints is empty: expected at least one checkpoint path or JBIM model")
-        if weighting not in WEIGHTING_SCHEMES:
-            raise ValueError(f"Unknown weighting '{weighting}'; expected one of {list(WEIGHTING_SCHEMES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sigma = sigma
-        self.weighting = weighting
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.dist_metric = dist_metric
-        self.normalize_feature = normalize_feature
+        self._set_options(sigma, weighting, device, batch_size, dist_metric, normalize_feature)
         # channels_last weights: convolutions run channels_last (faster on CPU), same results up to rounding
         self.models: List[nn.Module] = [self._load(c, i).to(self.device, memory_format=torch.channels_last).eval()
                                         for i, c in enumerate(checkpoints)]
         self.ratios = [float(m.ratio) for m in self.models]
+
+    def _set_options(self, sigma: float, weighting: str, device: str, batch_size: int,
+                     dist_metric: str, normalize_feature: bool) -> None:
+        """Check and keep the matching options shared by every backend."""
+        if weighting not in WEIGHTING_SCHEMES:
+            raise ValueError(f"Unknown weighting '{weighting}'; expected one of {list(WEIGHTING_SCHEMES)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.sigma, self.weighting, self.batch_size = sigma, weighting, batch_size
+        self.device = torch.device(device)
+        self.dist_metric, self.normalize_feature = dist_metric, normalize_feature
 
     @staticmethod
     def _load(checkpoint, index: int) -> nn.Module:

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jbim_reid.ensemble import WEIGHTING_SCHEMES
 from jbim_reid.export import gallery_inputs, probe_inputs
 from jbim_reid.matcher import CrossResolutionMatcher
 from jbim_reid.optional import require
@@ -97,13 +96,7 @@ class OnnxMatcher(CrossResolutionMatcher):
             exports = [exports]
         if len(exports) == 0:
             raise ValueError("exports is empty: expected at least one export folder")
-        if weighting not in WEIGHTING_SCHEMES:
-            raise ValueError(f"Unknown weighting '{weighting}'; expected one of {list(WEIGHTING_SCHEMES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sigma, self.weighting, self.batch_size = sigma, weighting, batch_size
-        self.dist_metric, self.normalize_feature = dist_metric, normalize_feature
-        self.device = torch.device("cpu")
+        self._set_options(sigma, weighting, "cpu", batch_size, dist_metric, normalize_feature)
         self.models: List[OnnxAnchor] = [OnnxAnchor(folder, threads) for folder in exports]
         self.ratios = [m.ratio for m in self.models]
 
