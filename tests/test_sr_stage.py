@@ -9,7 +9,7 @@ from synthetic import make_caviar
 
 from jbim_reid.cli import ConfigError, build_datamanager, build_model, load_config, main, run_stage
 from jbim_reid.engines import SREngine, sr_checkpoint_path
-from jbim_reid.engines.sr_engine import split_holdout
+from jbim_reid.engines.sr_engine import split_holdout, sr_progress_path
 from jbim_reid.metrics import psnr, ssim
 from jbim_reid.models import PixelSpaceSR, build_sr
 
@@ -132,3 +132,24 @@ def test_stage_sr_is_a_valid_stage_and_train_ratios_reach_the_model():
     assert model.train_ratios == [0.5, 0.25] and model.jbim_kwargs["norm_mean"] == [0.5, 0.5, 0.5]
     assert build_model(load_config("", ["model.name", "osnet_x0_25", "model.pretrained", "False"]),
                        3).train_ratios == [0.5]
+
+
+def test_interrupted_stage_sr_continues_from_its_last_epoch(caviar_root, tmp_path, capsys):
+    """A stage sr stopped after epoch 1 of 3 continues at epoch 2 and ends like an uninterrupted run."""
+    opts = ("jbim.sr", "srcnn_915", "jbim.sr_patience", "5", "model.pretrained", "False")
+    whole = config(caviar_root, tmp_path / "whole", "jbim.sr_max_epoch", "3", *opts)
+    _, reference = run_stage(whole, build_datamanager(whole), "sr", str(tmp_path / "whole"))
+    cut = config(caviar_root, tmp_path / "cut", "jbim.sr_max_epoch", "1", *opts)
+    run_stage(cut, build_datamanager(cut), "sr", str(tmp_path / "cut"))
+    assert torch.load(sr_progress_path(str(tmp_path / "cut")), weights_only=True)["epoch"] == 1
+    rest = config(caviar_root, tmp_path / "cut", "jbim.sr_max_epoch", "3", *opts)
+    capsys.readouterr()
+    _, resumed = run_stage(rest, build_datamanager(rest), "sr", str(tmp_path / "cut"))
+    assert "continuing after epoch 1" in capsys.readouterr().out
+    results = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert [h["epoch"] for h in results["history"]] == [0, 1, 2, 3]  # epoch 1 was not trained again
+    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert results["psnr_sr"] == pytest.approx(expected["psnr_sr"], abs=1e-4)
+    ours, theirs = torch.load(resumed, weights_only=True), torch.load(reference, weights_only=True)
+    for key, value in theirs["state_dict"].items():
+        assert torch.allclose(ours["state_dict"][key], value, atol=1e-6), key

@@ -18,12 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from jbim_reid.datasets.base import read_image
 from jbim_reid.ensemble import ratio_label
-from jbim_reid.fileio import save_torch_file
+from jbim_reid.engines.jbim_engine import rng_state, set_rng_state
+from jbim_reid.fileio import CheckpointError, load_torch_file, save_torch_file
 from jbim_reid.metrics.image_quality import psnr, ssim
 from jbim_reid.models.jbim import synthesize_lr
 from jbim_reid.models.pixel import PixelSpaceSR
 
-__all__ = ["SREngine", "HRImages", "hr_train_paths", "split_holdout", "sr_checkpoint_path"]
+__all__ = ["SREngine", "HRImages", "hr_train_paths", "split_holdout", "sr_checkpoint_path", "sr_progress_path"]
 
 HOLDOUT_SEED = 0  # the held-out images depend on the training set only, not on train.seed
 MIN_GAIN_DB = 0.01  # a held-out PSNR counts as higher when it beats the best by more than this (dB)
@@ -32,6 +33,12 @@ MIN_GAIN_DB = 0.01  # a held-out PSNR counts as higher when it beats the best by
 def sr_checkpoint_path(save_dir: str) -> str:
     """Where stage ``sr`` leaves its best weights: ``<save_dir>/model/sr_best.pth.tar``."""
     return osp.join(save_dir, "model", "sr_best.pth.tar")
+
+
+def sr_progress_path(save_dir: str) -> str:
+    """Where stage ``sr`` keeps its state after each epoch (``<save_dir>/model/sr_last.pth.tar``),
+    so that a killed stage continues from its last finished epoch."""
+    return osp.join(save_dir, "model", "sr_last.pth.tar")
 
 
 def hr_train_paths(dataset) -> List[str]:
@@ -216,6 +223,34 @@ class SREngine(torchreid.engine.Engine):
                          "psnr": float(psnr_sr), "stage": "sr", **self.checkpoint_info}, path)
         return path
 
+    def _save_progress(self, save_dir: str, history: list, seconds: list, best: float, best_epoch: int,
+                       stale: int, best_state: dict) -> None:
+        """State after epoch ``self.epoch + 1`` (weights, optimizer, early-stopping counters, random
+        state), written atomically, so that a crash costs at most the epoch under way."""
+        save_torch_file({"epoch": self.epoch + 1, "state_dict": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "best_state": best_state,
+                         "best": float(best), "best_epoch": int(best_epoch), "stale": int(stale),
+                         "history": history, "seconds": list(seconds), "rng": rng_state(self.train_loader),
+                         **self.checkpoint_info}, sr_progress_path(save_dir))
+
+    def _load_progress(self, save_dir: str) -> Optional[dict]:
+        """The state :meth:`_save_progress` left in ``save_dir``, restored into this engine; None when
+        there is none, or it is damaged or of another SR module (then the stage starts over)."""
+        path = sr_progress_path(save_dir)
+        if not osp.isfile(path):
+            return None
+        try:
+            progress = load_torch_file(path, what="stage sr progress")
+            if any(progress.get(k) != v for k, v in self.checkpoint_info.items()):
+                raise CheckpointError(f"'{path}' was written for another SR set-up")
+            self.model.load_state_dict(progress["state_dict"])
+            self.optimizer.load_state_dict(progress["optimizer"])
+        except (CheckpointError, KeyError, RuntimeError, ValueError) as err:
+            print(f"=> SR stage: {err}; starting over")
+            return None
+        set_rng_state(progress["rng"], self.train_loader)
+        return progress
+
     def run(self, save_dir: str = "log", max_epoch: int = 100, patience: int = 10,
             print_freq: int = 10, **kwargs) -> dict:
         """Train until the held-out PSNR has not risen for ``patience`` epochs (or ``max_epoch``).
@@ -247,7 +282,16 @@ class SREngine(torchreid.engine.Engine):
         best, best_epoch, stale = current["psnr_sr"], 0, 0
         best_state = copy.deepcopy(self.model.state_dict())
         train_seconds = []
-        for self.epoch in range(max_epoch if trains else 0):
+        start_epoch = 0
+        progress = self._load_progress(save_dir) if trains else None
+        if progress is not None:
+            start_epoch, history, train_seconds = progress["epoch"], progress["history"], progress["seconds"]
+            best, best_epoch, stale = progress["best"], progress["best_epoch"], progress["stale"]
+            best_state = progress["best_state"]
+            print(f"=> SR stage: continuing after epoch {start_epoch} from '{sr_progress_path(save_dir)}'")
+        for self.epoch in range(start_epoch, max_epoch if trains else 0):
+            if stale >= patience:
+                break
             self._losses = []
             start = time.perf_counter()
             self.train(print_freq=print_freq)
@@ -262,9 +306,10 @@ class SREngine(torchreid.engine.Engine):
                 best_state = copy.deepcopy(self.model.state_dict())
             else:
                 stale += 1
-                if stale >= patience:
-                    print(f"=> SR stage: no PSNR gain for {patience} epochs, stopping")
-                    break
+            self._save_progress(save_dir, history, train_seconds, best, best_epoch, stale, best_state)
+            if stale >= patience:
+                print(f"=> SR stage: no PSNR gain for {patience} epochs, stopping")
+                break
         self.model.load_state_dict(best_state)
         results = self.evaluate()
         checkpoint = self.save_model(best_epoch, results["psnr_sr"], save_dir) if trains else ""
