@@ -76,7 +76,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 import jbim_reid
-from jbim_reid.cli import build_datamanager, run_stage
+from jbim_reid.runner import build_datamanager, run_stage
 from jbim_reid.config import (engine_run_kwargs, get_default_config, lr_scheduler_kwargs,
                               optimizer_kwargs)
 from jbim_reid.datasets import DATASETS

@@ -26,6 +26,8 @@ import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
 
+from jbim_reid import runner
+from jbim_reid.config.defaults import add_ensemble_config
 from jbim_reid.ensemble import ratio_label
 
 __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_config", "anchor_label",
@@ -35,48 +37,6 @@ __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_conf
 WEIGHTINGS = {  # ensemble.weighting -> weighting schemes of jbim_reid.ensemble.anchor_weights
     "gaussian": ("gaussian",), "uniform": ("uniform",), "both": ("gaussian", "uniform")}
 SUBSET_MODES = ("all", "full")  # ensemble.subsets: every non-empty subset, or all anchors together only
-
-
-def add_ensemble_config(cfg: CN) -> CN:
-    """Adds the ``ensemble`` node (options of ``train-anchors`` and ``ensemble``) to a yacs config.
-
-    Does nothing when ``cfg`` already has it.
-
-    Args:
-        cfg (CfgNode): a config from ``jbim_reid.config.get_default_config``, not frozen.
-
-    Returns:
-        CfgNode: ``cfg``.
-    """
-    if "ensemble" in cfg:
-        return cfg
-    cfg.ensemble = CN()
-    # Anchor ratios m_i, one JBIM model each (train-anchors sets jbim.ratio to each); floats in (0, 1].
-    cfg.ensemble.anchors = [1 / 2, 1 / 3, 1 / 4]
-    # Gaussian width sigma of the resolution weights w_i = exp(-(r - m_i)^2 / sigma^2).
-    cfg.ensemble.sigma = 0.5
-    # Weights of the fused distances: gaussian (resolution-adaptive), uniform (all 1) or both.
-    cfg.ensemble.weighting = "both"
-    # Anchor subsets evaluated: all (every non-empty subset, the paper's Table 13) or full (all
-    # anchors together only); each anchor alone is always reported.
-    cfg.ensemble.subsets = "all"
-    # Split ids to train / evaluate; [] = 0..num_splits-1 of the target dataset (10 for every
-    # dataset of jbim_reid; data.split_id for datasets without splits).
-    cfg.ensemble.splits = []
-    # Train the LIM stage once per split (its synthetic-LR stream at the first anchor's ratio) and
-    # initialise every anchor's joint stage from it; False trains LIM per anchor.
-    cfg.ensemble.share_lim = True
-    # Write the CMC comparison plot <data.save_dir>/ensemble_cmc.png.
-    cfg.ensemble.save_plots = True
-    return cfg
-
-
-def _cli():
-    # Imported on use: cli.py merges ENSEMBLE_COMMANDS from this module, and config/defaults.py calls
-    # add_ensemble_config, so a module-level import of either would be circular.
-    from jbim_reid import cli
-
-    return cli
 
 
 def _with_ensemble(cfg: CN) -> CN:
@@ -97,32 +57,32 @@ def _anchors(cfg: CN) -> Dict[str, float]:
     """``ensemble.anchors`` checked: label -> ratio, in the config's order."""
     ratios = list(cfg.ensemble.anchors)
     if not ratios:
-        raise _cli().ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
+        raise runner.ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
     out = {}
     for ratio in ratios:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise _cli().ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
+            raise runner.ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
                                      "e.g. [0.5, 0.3333, 0.25]")
         label = anchor_label(ratio)
         if label in out:
-            raise _cli().ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
+            raise runner.ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
         out[label] = float(ratio)
     return out
 
 
 def _schemes(cfg: CN) -> Tuple[str, ...]:
     if cfg.ensemble.weighting not in WEIGHTINGS:
-        raise _cli().ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
+        raise runner.ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
                                  f"{list(WEIGHTINGS)}")
     if not cfg.ensemble.sigma > 0:
-        raise _cli().ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
+        raise runner.ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
     return WEIGHTINGS[cfg.ensemble.weighting]
 
 
 def _target(cfg: CN) -> str:
     targets = list(cfg.data.targets)
     if len(targets) != 1:
-        raise _cli().ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
+        raise runner.ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
     return targets[0]
 
 
@@ -147,9 +107,9 @@ def resolve_splits(cfg: CN) -> List[int]:
         if isinstance(split, bool) or not isinstance(split, int) or split < 0 \
                 or (num_splits and split >= num_splits):
             valid = f"0..{num_splits - 1}" if num_splits else "integers >= 0"
-            raise _cli().ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
+            raise runner.ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
     if len(set(splits)) != len(splits):
-        raise _cli().ConfigError(f"ensemble.splits {splits} repeats a split id")
+        raise runner.ConfigError(f"ensemble.splits {splits} repeats a split id")
     return splits
 
 
@@ -249,21 +209,21 @@ def train_anchors(cfg: CN) -> int:
     its last checkpoint (``jbim_reid.resume``), so re-running the command resumes a killed run.
 
     Args:
-        cfg (CfgNode): config (from ``jbim_reid.cli.load_config``).
+        cfg (CfgNode): config (from ``jbim_reid.runner.load_config``).
 
     Returns:
         int: exit code 0.
     """
     cfg = _with_ensemble(cfg)
     if cfg.model.resume:
-        raise _cli().ConfigError("model.resume is not supported by train-anchors (finished stages and "
+        raise runner.ConfigError("model.resume is not supported by train-anchors (finished stages and "
                                  "anchors are skipped instead); leave it empty")
     if cfg.test.evaluate:
-        raise _cli().ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
+        raise runner.ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
                                  "`jbim-reid ensemble` instead")
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
-    _cli().check_training(cfg)
+    runner.check_training(cfg)
     variant = cfg.jbim.variant
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
@@ -276,8 +236,8 @@ def train_anchors(cfg: CN) -> int:
         def get_datamanager(split_cfg=split_cfg, cache=cache):
             # one datamanager per split, built only when some stage of the split still has to train
             if "dm" not in cache:
-                cache["dm"] = _cli().build_datamanager(split_cfg)
-                _cli().check_train_loader(split_cfg, cache["dm"])
+                cache["dm"] = runner.build_datamanager(split_cfg)
+                runner.check_train_loader(split_cfg, cache["dm"])
             return cache["dm"]
 
         pending = [m for m in anchors.values() if not _anchor_finished(cfg, split, m)]
@@ -360,7 +320,7 @@ def _checkpoints(cfg: CN, splits: List[int], anchors: Dict[str, float]) -> Dict[
 
 
 def _percent(cmc, mAP: float) -> Dict[str, float]:
-    """``reports.rank_results`` rounded to 4 decimals, as ``cli.write_results`` writes them."""
+    """``reports.rank_results`` rounded to 4 decimals, as ``runner.write_results`` writes them."""
     from jbim_reid.reports import rank_results
 
     return {key: round(value, 4) for key, value in rank_results(cmc, mAP).items()}
@@ -383,7 +343,7 @@ def _evaluate_split(cfg: CN, split: int, anchors: Dict[str, float], checkpoints:
     from jbim_reid.ensemble import evaluate_subsets
 
     split_cfg = _override(cfg, "data.split_id", split)
-    datamanager = _cli().build_datamanager(split_cfg)
+    datamanager = runner.build_datamanager(split_cfg)
     results = {}
     for j, (label, path) in enumerate(checkpoints.items(), 1):
         _log(f"ensemble: split {split}, anchor {label} ({j}/{len(checkpoints)}): '{path}'")
@@ -426,7 +386,7 @@ def run_ensemble(cfg: CN) -> int:
     fused).
 
     Args:
-        cfg (CfgNode): config (from ``jbim_reid.cli.load_config``).
+        cfg (CfgNode): config (from ``jbim_reid.runner.load_config``).
 
     Returns:
         int: exit code 0.
@@ -438,7 +398,7 @@ def run_ensemble(cfg: CN) -> int:
     anchors = _anchors(cfg)
     schemes = _schemes(cfg)
     if cfg.ensemble.subsets not in SUBSET_MODES:
-        raise _cli().ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
+        raise runner.ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
                                  f"{list(SUBSET_MODES)}")
     target = _target(cfg)
     splits = resolve_splits(cfg)

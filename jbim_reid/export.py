@@ -194,7 +194,7 @@ def export_model(model: nn.Module, out_dir: str, checkpoint: str = "", opset: in
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``jbim-reid export``: the config ones, ``--out`` and ``--opset``."""
-    from jbim_reid.cli import add_config_arguments
+    from jbim_reid.runner import add_config_arguments
 
     add_config_arguments(parser, remainder=False)
     parser.add_argument("--out", required=True, help="output folder for probe.onnx, gallery.onnx, export.json")
@@ -203,7 +203,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace) -> int:
     """``jbim-reid export``: export ``model.load_weights`` (a JBIM checkpoint) to ``--out``."""
-    from jbim_reid.cli import ConfigError, build_model, load_config
+    from jbim_reid.runner import ConfigError, build_model, load_config
     from jbim_reid.fileio import load_torch_file
     from jbim_reid.models import load_jbim_checkpoint, load_pretrained_weights
 

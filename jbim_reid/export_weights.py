@@ -51,7 +51,7 @@ def export_weights(checkpoint: str, out: str) -> Path:
 
 def export_weights_command(cfg: CN) -> int:
     """``jbim-reid export-weights``: ``model.load_weights`` -> ``<data.save_dir>/model.safetensors``."""
-    from jbim_reid.cli import ConfigError, check_writable
+    from jbim_reid.runner import ConfigError, check_writable
 
     if not cfg.model.load_weights:
         raise ConfigError("jbim-reid export-weights needs model.load_weights (the checkpoint to export)")

@@ -116,7 +116,7 @@ def _remove_partial_writes(save_dir: str) -> None:
 def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
                 variant: Optional[str] = None, him_checkpoint: str = "", lim_checkpoint: str = "",
                 trains: bool = True, log: Callable[[str], None] = _print, sr_checkpoint: str = "") -> str:
-    """Run one stage through ``cli.run_stage`` unless it is finished; returns its final checkpoint.
+    """Run one stage through ``runner.run_stage`` unless it is finished; returns its final checkpoint.
 
     ``run_stage`` continues an unfinished stage from its newest usable checkpoint. With
     ``model.resume`` set the stage always runs, from that checkpoint.
@@ -135,14 +135,14 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
     Returns:
         str: the stage's final checkpoint.
     """
-    from jbim_reid import cli  # cli imports this module
+    from jbim_reid import runner  # runner imports this module
 
     checkpoint = sr_checkpoint_path(stage_dir) if stage == "sr" else stage_checkpoint(cfg, stage_dir, trains)
     if not cfg.model.resume and stage_finished(checkpoint, osp.join(stage_dir, "results.json")):
         log(f"stage {stage}: '{checkpoint}' exists, skipped")
         return checkpoint
     log(f"stage {stage} -> {stage_dir}")
-    _, checkpoint = cli.run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint,
+    _, checkpoint = runner.run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint,
                                   lim_checkpoint, train_epochs=trains, continue_run=True,
                                   sr_checkpoint=sr_checkpoint)
     return checkpoint

@@ -51,7 +51,7 @@ def weights(args: argparse.Namespace) -> int:
         return 0
     backbone = args.backbone
     if not backbone:
-        from jbim_reid.cli import load_config  # imported on use: cli imports this module
+        from jbim_reid.runner import load_config  # imported on use: runner imports the models
 
         backbone = load_config(args.config_file, args.opts).model.name
     state = imagenet_state_dict(backbone)

@@ -3,14 +3,13 @@
 Sections mirror torchreid's ``scripts/default_config.py`` (model, data, sampler, train, sgd, adam,
 rmsprop, loss, test) with the same key names, plus ``mlr`` (the fields of
 ``jbim_reid.datasets.MLRProtocol``), ``jbim`` (the method's own options) and ``ensemble``
-(the anchors of the multi-resolution ensemble, from ``jbim_reid.anchors.add_ensemble_config``). Keys are lowercase;
+(the anchors of the multi-resolution ensemble, ``add_ensemble_config``). Keys are lowercase;
 each has a comment giving its meaning, units and options.
 """
 from yacs.config import CfgNode as CN
 
-from jbim_reid.anchors import add_ensemble_config
 
-__all__ = ["get_default_config"]
+__all__ = ["get_default_config", "add_ensemble_config"]
 
 
 def get_default_config() -> CN:
@@ -285,4 +284,38 @@ def get_default_config() -> CN:
     cfg.test.amp = False
 
     add_ensemble_config(cfg)
+    return cfg
+
+
+def add_ensemble_config(cfg: CN) -> CN:
+    """Adds the ``ensemble`` node (options of ``train-anchors`` and ``ensemble``) to a yacs config.
+
+    Does nothing when ``cfg`` already has it.
+
+    Args:
+        cfg (CfgNode): a config from ``jbim_reid.config.get_default_config``, not frozen.
+
+    Returns:
+        CfgNode: ``cfg``.
+    """
+    if "ensemble" in cfg:
+        return cfg
+    cfg.ensemble = CN()
+    # Anchor ratios m_i, one JBIM model each (train-anchors sets jbim.ratio to each); floats in (0, 1].
+    cfg.ensemble.anchors = [1 / 2, 1 / 3, 1 / 4]
+    # Gaussian width sigma of the resolution weights w_i = exp(-(r - m_i)^2 / sigma^2).
+    cfg.ensemble.sigma = 0.5
+    # Weights of the fused distances: gaussian (resolution-adaptive), uniform (all 1) or both.
+    cfg.ensemble.weighting = "both"
+    # Anchor subsets evaluated: all (every non-empty subset, the paper's Table 13) or full (all
+    # anchors together only); each anchor alone is always reported.
+    cfg.ensemble.subsets = "all"
+    # Split ids to train / evaluate; [] = 0..num_splits-1 of the target dataset (10 for every
+    # dataset of jbim_reid; data.split_id for datasets without splits).
+    cfg.ensemble.splits = []
+    # Train the LIM stage once per split (its synthetic-LR stream at the first anchor's ratio) and
+    # initialise every anchor's joint stage from it; False trains LIM per anchor.
+    cfg.ensemble.share_lim = True
+    # Write the CMC comparison plot <data.save_dir>/ensemble_cmc.png.
+    cfg.ensemble.save_plots = True
     return cfg
