@@ -8,14 +8,16 @@ and where the numbers come from (command, code version, machine).
 Usage (from the repository root)::
 
     python benchmarks/report.py benchmarks/results/accuracy_cpu.json > results.md
+    # several reports, every recorded run (method, epochs) compared on the same splits
+    python benchmarks/report.py plain.json jbim.json --splits 0,1,2
 """
 import argparse
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from jbim_reid.reports import read_json
+from jbim_reid.reports import read_json, summarize_splits
 
-__all__ = ["results_markdown", "main"]
+__all__ = ["results_markdown", "runs_on_splits", "comparison_markdown", "main"]
 
 LABELS = {  # method key -> row label (benchmarks/accuracy.py METHODS)
     "plain": "plain torchreid",
@@ -96,18 +98,76 @@ def results_markdown(report: Mapping, datasets: Optional[Sequence[str]] = None) 
     return "".join(parts)
 
 
+def runs_on_splits(reports: Sequence[Mapping], dataset: str, split_ids: Sequence[str]) -> Dict[str, dict]:
+    """Every recorded run (method and epochs) of ``dataset`` that has all of ``split_ids``, summarised.
+
+    Several reports (e.g. one run of the plain baselines, one of JBIM, each resumable on its own) are
+    read together; a run recorded in several of them counts once per split (the later report wins).
+    Comparing only runs that share the same splits keeps split-to-split variation out of the
+    comparison.
+
+    Args:
+        reports (sequence of dict): reports written by ``benchmarks/accuracy.py``.
+        dataset (str): dataset name.
+        split_ids (sequence of str): the splits every row must have.
+
+    Returns:
+        dict: ``"<method> [<epochs>]"`` -> :func:`jbim_reid.reports.summarize_splits` plus
+        ``seconds`` (mean training time per split), in the order of :data:`LABELS`.
+    """
+    runs: Dict[Tuple[str, str], Dict[str, dict]] = {}
+    for report in reports:
+        for split_id, split in report.get("datasets", {}).get(dataset, {}).get("splits", {}).items():
+            for method, by_spec in split.get("runs", {}).items():
+                for spec, run in by_spec.items():
+                    runs.setdefault((method, spec), {})[split_id] = run
+    rows = {}
+    order = sorted(runs, key=lambda key: (list(LABELS).index(key[0]) if key[0] in LABELS else len(LABELS),
+                                          key[1]))
+    for method, spec in order:
+        per_split = runs[(method, spec)]
+        if not all(s in per_split for s in split_ids):
+            continue
+        chosen = [per_split[s] for s in split_ids]
+        summary = summarize_splits([run["metrics"] for run in chosen])
+        summary["seconds"] = sum(run["seconds"] for run in chosen) / len(chosen)
+        summary["epochs"] = spec
+        rows[f"{LABELS.get(method, method)} [{spec}]"] = summary
+    return rows
+
+
+def comparison_markdown(reports: Sequence[Mapping], dataset: str, split_ids: Sequence[str]) -> str:
+    """A table of :func:`runs_on_splits` (rows labelled with their epochs) and the code versions."""
+    rows = runs_on_splits(reports, dataset, split_ids)
+    parts = [f"### {dataset}, splits {', '.join(split_ids)} (mean ± std, %)\n\n", _table(rows)]
+    versions = sorted({(r.get("code_version") or {}).get("commit", "unknown")[:12] for r in reports})
+    parts.append(f"\nCode {', '.join(versions)}; commands: "
+                 + "; ".join(f"`{r.get('command', '?')}`" for r in reports) + "\n")
+    return "".join(parts)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Print the markdown of the report file given on the command line."""
+    """Print the markdown of the report file(s) given on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", help="JSON report of benchmarks/accuracy.py")
+    parser.add_argument("reports", nargs="+", help="JSON report(s) of benchmarks/accuracy.py")
     parser.add_argument("--datasets", default="", help="comma-separated subset of the report's datasets")
+    parser.add_argument("--splits", default="",
+                        help="comma-separated split ids: compare every recorded run (method and epochs) of "
+                             "the report(s) on exactly these splits, instead of each report's summary")
     args = parser.parse_args(argv)
     try:
-        report = read_json(args.report)
+        reports = [read_json(path) for path in args.reports]
     except (FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     names = [d for d in args.datasets.split(",") if d] or None
-    sys.stdout.write(results_markdown(report, names))
+    if args.splits:
+        split_ids = [s.strip() for s in args.splits.split(",") if s.strip()]
+        for name in names or sorted({d for r in reports for d in r.get("datasets", {})}):
+            sys.stdout.write(comparison_markdown(reports, name, split_ids) + "\n")
+        return 0
+    if len(reports) > 1:
+        parser.error("several reports need --splits (the splits to compare them on)")
+    sys.stdout.write(results_markdown(reports[0], names))
     return 0
 
 

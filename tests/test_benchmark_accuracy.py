@@ -263,3 +263,28 @@ def test_interrupted_plateau_run_resumes_from_its_records(accuracy, data_tree, t
     with pytest.raises(SystemExit) as err:
         accuracy.main(argv[:-len(ARGS)] + ["--height", "64"] + ARGS[2:])
     assert err.value.code == 2 and "height" in capsys.readouterr().err
+
+
+def _run(rank1, seconds=10.0):
+    return {"metrics": {"rank1": rank1, "rank5": rank1 + 10, "rank10": rank1 + 20, "rank20": rank1 + 30,
+                        "mAP": rank1 + 5}, "seconds": seconds}
+
+
+def test_report_compares_runs_of_several_reports_on_the_same_splits():
+    spec = importlib.util.spec_from_file_location("benchmark_report", SCRIPT.parent / "report.py")
+    report_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report_py)
+    plain = {"datasets": {"caviar": {"splits": {
+        str(k): {"runs": {"plain": {"plain=12": _run(10.0 + k), "plain=18": _run(20.0 + k)}}} for k in range(5)}}}}
+    jbim = {"datasets": {"caviar": {"splits": {
+        "0": {"runs": {"jbim": {"him=12,lim=12,joint=12": _run(30.0, 60.0)}}},
+        "1": {"runs": {"jbim": {"him=12,lim=12,joint=12": _run(34.0, 80.0)}}}}}}}
+    rows = report_py.runs_on_splits([plain, jbim], "caviar", ["0", "1"])
+    assert list(rows) == ["plain torchreid [plain=12]", "plain torchreid [plain=18]",
+                          "JBIM [him=12,lim=12,joint=12]"]
+    assert rows["plain torchreid [plain=12]"]["mean"]["rank1"] == pytest.approx(10.5)  # splits 0-1 only
+    assert rows["JBIM [him=12,lim=12,joint=12]"]["std"]["rank1"] == pytest.approx(2.0)
+    assert rows["JBIM [him=12,lim=12,joint=12]"]["seconds"] == pytest.approx(70.0)
+    assert "JBIM" not in str(report_py.runs_on_splits([plain, jbim], "caviar", ["0", "1", "2"]))
+    table = report_py.comparison_markdown([plain, jbim], "caviar", ["0", "1"])
+    assert "| JBIM [him=12,lim=12,joint=12] | 32.0 ± 2.0 |" in table
