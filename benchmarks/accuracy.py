@@ -84,7 +84,7 @@ from jbim_reid.engines import JBIMEngine
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import SR_MODELS, load_jbim_checkpoint
-from jbim_reid.reports import rank_results, read_json, summarize_splits, write_json
+from jbim_reid.reports import ACCURACY_METHODS, rank_results, read_json, summarize_splits, write_json
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,18 +96,7 @@ __all__ = ["METHODS", "ANCHORS", "DEFAULTS", "PAPER", "COSTS", "PlainFeatures", 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "weights" / "mobilenetv2_x1_0_imagenet.pth"
 
-METHODS = {  # --methods key -> row label of the table (table and run order)
-    "plain": "plain torchreid",
-    "plain_resaug": "plain torchreid + random resolution",
-    "bicubic": "bicubic + re-id",
-    "lim_only": "LIM only",
-    "him_only": "HIM only",
-    "him_lim": "HIM+LIM independent",
-    "jbim": "JBIM",
-    "jbim_resaug": "JBIM + random resolution",
-    "ensemble": "JBIM 3-anchor ensemble",
-    "plain_time_matched": "plain torchreid, JBIM's training time",
-}
+METHODS = ACCURACY_METHODS  # --methods key -> row label of the table (table and run order)
 # Stage kinds whose epochs each method needs (an "epoch spec" maps these kinds to epochs)
 KINDS = ("plain", "him", "lim", "joint")
 _BASE_KINDS = {"plain": ("plain",), "bicubic": ("him",), "lim_only": ("lim",), "him_only": ("him",),

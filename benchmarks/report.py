@@ -15,22 +15,11 @@ import argparse
 import sys
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from jbim_reid.reports import read_json, summarize_splits
+from jbim_reid.reports import ACCURACY_METHODS, read_json, summarize_splits
 
 __all__ = ["results_markdown", "runs_on_splits", "comparison_markdown", "main"]
 
-LABELS = {  # method key -> row label (benchmarks/accuracy.py METHODS)
-    "plain": "plain torchreid",
-    "plain_resaug": "plain torchreid + random resolution",
-    "bicubic": "bicubic + re-id",
-    "lim_only": "LIM only",
-    "him_only": "HIM only",
-    "him_lim": "HIM+LIM independent",
-    "jbim": "JBIM",
-    "jbim_resaug": "JBIM + random resolution",
-    "ensemble": "JBIM 3-anchor ensemble",
-    "plain_time_matched": "plain torchreid, JBIM's training time",
-}
+LABELS = ACCURACY_METHODS  # method key -> row label (benchmarks/accuracy.py METHODS)
 METRICS = (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mAP", "mAP"))
 
 

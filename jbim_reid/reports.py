@@ -19,10 +19,24 @@ import numpy as np
 
 from jbim_reid.fileio import atomic_write
 
-__all__ = ["METRICS", "rank_results", "summarize_splits", "markdown_table", "write_json", "read_json"]
+__all__ = ["ACCURACY_METHODS", "METRICS", "rank_results", "summarize_splits", "markdown_table", "write_json",
+           "read_json"]
 
 METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")  # keys of a result, all in percent
 _HEADERS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20", "mAP": "mAP"}
+# the row labels of benchmarks/accuracy.py and benchmarks/report.py
+ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table and run order)
+    "plain": "plain torchreid",
+    "plain_resaug": "plain torchreid + random resolution",
+    "bicubic": "bicubic + re-id",
+    "lim_only": "LIM only",
+    "him_only": "HIM only",
+    "him_lim": "HIM+LIM independent",
+    "jbim": "JBIM",
+    "jbim_resaug": "JBIM + random resolution",
+    "ensemble": "JBIM 3-anchor ensemble",
+    "plain_time_matched": "plain torchreid, JBIM's training time",
+}
 
 
 def rank_results(cmc, mAP: float) -> Dict[str, float]:
