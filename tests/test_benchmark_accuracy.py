@@ -1,22 +1,16 @@
 """``benchmarks/accuracy.py`` and ``report.py``: arguments, verdict, plateau search, budget, resumable runs."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 from synthetic import make_caviar, make_viper
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "accuracy.py"
 
 
 @pytest.fixture(scope="module")
 def accuracy():
     """The benchmark script imported as a module (``benchmarks/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmark_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -210,10 +204,7 @@ def test_whole_run_on_synthetic_data(accuracy, data_tree, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| JBIM + random resolution |" in printed and "| plain torchreid, JBIM's training time |" in printed
     # report.py regenerates the tables from the JSON
-    report_py = importlib.util.spec_from_file_location("benchmark_report", SCRIPT.parent / "report.py")
-    module = importlib.util.module_from_spec(report_py)
-    report_py.loader.exec_module(module)
-    assert module.main([str(out)]) == 0
+    assert load_benchmark("report").main([str(out)]) == 0
     table = capsys.readouterr().out
     assert "| JBIM | " in table and "him=1,lim=1,joint=1" in table
     assert report["code_version"]["commit"][:12] in table
@@ -271,9 +262,7 @@ def _run(rank1, seconds=10.0):
 
 
 def test_report_compares_runs_of_several_reports_on_the_same_splits():
-    spec = importlib.util.spec_from_file_location("benchmark_report", SCRIPT.parent / "report.py")
-    report_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report_py)
+    report_py = load_benchmark("report")
     plain = {"datasets": {"caviar": {"splits": {
         str(k): {"runs": {"plain": {"plain=12": _run(10.0 + k), "plain=18": _run(20.0 + k)}}} for k in range(5)}}}}
     jbim = {"datasets": {"caviar": {"splits": {

@@ -1,24 +1,16 @@
 """``benchmarks/diagnose.py``: stage checkpoints re-tested as trained and with the SR module switched off."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from synthetic import make_caviar
 
 from jbim_reid.engines import checkpoint_path
 from jbim_reid.fileio import save_torch_file
 from jbim_reid.models import JBIM
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "diagnose.py"
-
-
 @pytest.fixture(scope="module")
 def diagnose():
-    spec = importlib.util.spec_from_file_location("benchmark_diagnose", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("diagnose")
 
 
 @pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")

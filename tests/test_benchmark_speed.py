@@ -1,15 +1,11 @@
 """Smoke test of benchmarks/speed.py: each measurement runs in-process on tiny inputs."""
 import argparse
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
-SPEC = importlib.util.spec_from_file_location(
-    "speed_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py")
-speed = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(speed)
+speed = load_benchmark("speed")
 
 
 @pytest.fixture
