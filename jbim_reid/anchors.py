@@ -224,6 +224,7 @@ def train_anchors(cfg: CN) -> int:
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
     runner.check_training(cfg)
+    runner.check_imagenet_weights(cfg)  # before any stage sr runs, so offline it stops at once
     variant = cfg.jbim.variant
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
