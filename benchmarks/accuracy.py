@@ -28,8 +28,8 @@ default) or their own HIM stage and then the joint stage (``--anchor-training hi
 Epochs: ``--epochs E`` trains every stage E epochs (lr x0.1 after 2/3 of them). ``--plateau``
 instead searches each method's epochs, and for JBIM each stage's (HIM on ``him_only``, LIM on
 ``lim_only``, then the joint stage on ``jbim`` from the stage-1 models at their plateaus): train E
-and 1.5E epochs (schedule scaled) on every split and accept E when the mean rank-1 over splits does
-not rise by more than the split spread (the larger std), else move E up by 1.5x. Each epoch count
+and 1.5E epochs (schedule scaled) on every split and accept E when neither rank-1 nor mAP rises
+beyond noise, paired per split (mean per-split gain <= its standard error), else move E up by 1.5x. Each epoch count
 is trained once per split and method (the 1.5E run is the next step's E run), so a search that ends
 at E costs E0 + 1.5 E0 + ... + 1.5 E epochs per split.
 
@@ -572,33 +572,65 @@ class Records:
             write_json(self.report, self.path)
 
 
-def plateau_search(evaluate: Callable[[int], List[float]], start: int, max_epochs: int,
-                   progress: Callable[[str], None] = print) -> dict:
-    """Epochs at which more training (x1.5) no longer raises mean rank-1 by more than the split spread.
+PLATEAU_METRICS = ("rank1", "mAP")  # a step keeps going while either rises beyond its noise
+
+
+def plateau_step(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]]) -> dict:
+    """Paired comparison of E and 1.5 E epochs on the same splits, per metric of ``PLATEAU_METRICS``.
+
+    The splits differ in difficulty far more than one model differs from the next (CAVIAR: 3-4
+    rank-1 points), so comparing the mean gain with the spread over splits hides real gains.
+    Pairing removes the split's difficulty: ``gain`` is the mean per-split difference and ``noise``
+    its standard error (std of the differences / sqrt(n); 0 with one split). 1.5 E ``rises`` when
+    the gain of rank-1 or of mAP exceeds its noise.
 
     Args:
-        evaluate (callable): epochs -> rank-1 per split (trains or reads records).
+        before, after (mapping): metric name -> value per split, the splits in the same order.
+
+    Returns:
+        dict: per metric ``{mean, next_mean, gain, noise, diffs}`` and ``rises`` (bool).
+    """
+    step: dict = {}
+    for metric in PLATEAU_METRICS:
+        a, b = np.asarray(before[metric], float), np.asarray(after[metric], float)
+        if a.shape != b.shape or a.size == 0:
+            raise ValueError(f"plateau step: {metric} needs the same non-empty splits before and after "
+                             f"(got {a.size} and {b.size} values)")
+        diffs = b - a
+        noise = diffs.std(ddof=1) / np.sqrt(diffs.size) if diffs.size > 1 else 0.0
+        step[metric] = {"mean": float(a.mean()), "next_mean": float(b.mean()), "gain": float(diffs.mean()),
+                        "noise": float(noise), "diffs": [float(d) for d in diffs]}
+    step["rises"] = any(step[m]["gain"] > step[m]["noise"] for m in PLATEAU_METRICS)
+    return step
+
+
+def plateau_search(evaluate: Callable[[int], Mapping[str, Sequence[float]]], start: int, max_epochs: int,
+                   progress: Callable[[str], None] = print) -> dict:
+    """Epochs E at which 1.5 E epochs no longer raise rank-1 or mAP beyond noise (``plateau_step``).
+
+    Args:
+        evaluate (callable): epochs -> ``{"rank1": [...], "mAP": [...]}`` per split, same split order
+            for every epoch count (trains or reads records).
         start (int): first epoch count E0.
         max_epochs (int): the search stops at the largest E whose 1.5 E would exceed this.
 
     Returns:
-        dict: ``epochs`` (accepted E), ``status`` (``plateau`` or ``max_epochs``) and ``trace``, one
-        ``{epochs, next_epochs, mean, next_mean, std, next_std, gain, spread}`` per step.
+        dict: ``epochs`` (accepted E), ``status`` (``plateau`` or ``max_epochs``), ``rule`` and
+        ``trace``, one ``{epochs, next_epochs, rank1: {...}, mAP: {...}, rises}`` per step.
     """
     epochs, trace = start, []
+    rule = "paired per-split gain of 1.5x epochs vs its standard error, rank-1 or mAP"
     while True:
         bigger = next_epochs(epochs)
         if bigger > max_epochs:
-            return {"epochs": epochs, "status": "max_epochs", "trace": trace}
-        a, b = np.asarray(evaluate(epochs), float), np.asarray(evaluate(bigger), float)
-        step = {"epochs": epochs, "next_epochs": bigger, "mean": a.mean(), "next_mean": b.mean(),
-                "std": a.std(), "next_std": b.std(), "gain": b.mean() - a.mean(),
-                "spread": max(a.std(), b.std())}
-        trace.append({k: float(v) if isinstance(v, np.floating) else v for k, v in step.items()})
-        progress(f"  plateau: {epochs} -> {bigger} epochs: mean rank-1 {a.mean():.1f} -> {b.mean():.1f} "
-                 f"(gain {step['gain']:+.1f}, spread {step['spread']:.1f})")
-        if step["gain"] <= step["spread"]:
-            return {"epochs": epochs, "status": "plateau", "trace": trace}
+            return {"epochs": epochs, "status": "max_epochs", "rule": rule, "trace": trace}
+        step = {"epochs": epochs, "next_epochs": bigger, **plateau_step(evaluate(epochs), evaluate(bigger))}
+        trace.append(step)
+        progress(f"  plateau: {epochs} -> {bigger} epochs: " + "; ".join(
+            f"{m} {step[m]['mean']:.1f} -> {step[m]['next_mean']:.1f} (paired gain {step[m]['gain']:+.1f}"
+            f" ± {step[m]['noise']:.1f})" for m in PLATEAU_METRICS) + ("" if step["rises"] else ": plateau"))
+        if not step["rises"]:
+            return {"epochs": epochs, "status": "plateau", "rule": rule, "trace": trace}
         epochs = bigger
 
 
@@ -1062,9 +1094,10 @@ class _Benchmark:
                         f"  mAP {metrics['mAP']:.1f}  ({entry['seconds']:.0f} s)")
         return entry
 
-    def rank1s(self, dataset: str, method: str, spec: Mapping[str, int]) -> List[float]:
-        return [self.evaluate(dataset, s, method, spec)["metrics"]["rank1"]
-                for s in self.args.split_ids_of[dataset]]
+    def split_metrics(self, dataset: str, method: str, spec: Mapping[str, int]) -> Dict[str, List[float]]:
+        """``PLATEAU_METRICS`` of ``method`` at ``spec``, one value per split of ``dataset`` in order."""
+        runs = [self.evaluate(dataset, s, method, spec)["metrics"] for s in self.args.split_ids_of[dataset]]
+        return {m: [r[m] for r in runs] for m in PLATEAU_METRICS}
 
     def spec_of(self, dataset: str, method: str, plateaus: Dict[str, dict]) -> Dict[str, int]:
         """The epochs ``method`` runs at: ``--epochs`` for each kind, or the searched plateaus."""
@@ -1078,7 +1111,7 @@ class _Benchmark:
                       f"(fixed: {spec_label(spec) or '-'})", flush=True)
                 fixed = dict(spec)
                 plateaus[key] = {"kind": kind, "probe": probe, "fixed": fixed, **plateau_search(
-                    lambda e: self.rank1s(dataset, probe, {**fixed, kind: e}), self.args.epochs,
+                    lambda e: self.split_metrics(dataset, probe, {**fixed, kind: e}), self.args.epochs,
                     self.args.max_epochs, progress=lambda line: print(f"[{dataset}]{line}", flush=True))}
                 self.records.report["datasets"][dataset]["plateau"] = plateaus
                 self.records.save()

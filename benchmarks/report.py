@@ -45,12 +45,13 @@ def _table(summaries: Mapping[str, dict]) -> str:
 def _plateaus(plateaus: Mapping[str, dict]) -> str:
     lines = []
     for search in plateaus.values():
-        steps = ", ".join(f"{t['epochs']}→{t['next_epochs']}: {t['mean']:.1f}→{t['next_mean']:.1f} "
-                          f"(spread {t['spread']:.1f})" for t in search["trace"])
+        steps = "; ".join(
+            f"{t['epochs']}→{t['next_epochs']}: rank-1 {t['rank1']['gain']:+.1f} ± {t['rank1']['noise']:.1f}, "
+            f"mAP {t['mAP']['gain']:+.1f} ± {t['mAP']['noise']:.1f}" for t in search["trace"])
         fixed = ", ".join(f"{k}={v}" for k, v in search.get("fixed", {}).items())
         fixed = f" ({fixed})" if fixed else ""
         lines.append(f"- {search['kind']} epochs on `{search['probe']}`{fixed}: **{search['epochs']}** "
-                     f"({search['status']}); rank-1 {steps or 'no step'}")
+                     f"({search['status']}); paired gain of 1.5x epochs ± its standard error: {steps or 'no step'}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 from benchmark_scripts import load_benchmark
 from synthetic import make_caviar, make_viper
@@ -93,21 +94,40 @@ def test_budgets(accuracy, data_tree):
     assert {"plain", "plain_resaug", "jbim", "jbim_resaug", "plain_time_matched"} <= set(issue.methods)
 
 
-def test_plateau_search_moves_up_until_the_gain_is_within_the_spread(accuracy):
+def test_plateau_search_pairs_splits_and_stops_when_neither_metric_rises_beyond_noise(accuracy):
     calls = []
+    difficulty = np.array([0.0, 8.0, -6.0])  # splits differ far more than the models do
 
-    def evaluate(epochs):  # rank-1 per split: rises by 6 until 18 epochs, then by 1 (spread 2)
+    def evaluate(epochs):  # every split gains 2 rank-1 points per step until 27 epochs, then +-1 noise
         calls.append(epochs)
-        mean = 10 + 6 * min(epochs, 18) / 6 + (epochs > 18)
-        return [mean - 2, mean + 2]
+        level = 2.0 * min(len([e for e in (8, 12, 18, 27) if e <= epochs]), 4)
+        noise = np.array([1.0, -1.0, 0.5]) * (epochs > 27) * (1 if epochs % 2 else -1)
+        rank1 = 10 + difficulty + level + noise
+        return {"rank1": list(rank1), "mAP": list(rank1 + 15 - (epochs > 27) * 0.2)}
 
     found = accuracy.plateau_search(evaluate, 8, 200, progress=lambda line: None)
-    assert found["status"] == "plateau" and found["epochs"] == 18
-    assert [(t["epochs"], t["next_epochs"]) for t in found["trace"]] == [(8, 12), (12, 18), (18, 27)]
-    assert found["trace"][-1]["gain"] <= found["trace"][-1]["spread"] == pytest.approx(2.0)
-    capped = accuracy.plateau_search(lambda e: [float(e)], 8, 20, progress=lambda line: None)
+    # the old rule (mean gain 2 vs split std ~5.7) would have stopped at 8
+    assert found["status"] == "plateau" and found["epochs"] == 27
+    assert [(t["epochs"], t["next_epochs"]) for t in found["trace"]] == [(8, 12), (12, 18), (18, 27), (27, 40)]
+    first, last = found["trace"][0], found["trace"][-1]
+    assert first["rank1"]["gain"] == pytest.approx(2.0) and first["rank1"]["noise"] == pytest.approx(0.0)
+    assert first["rises"] and not last["rises"]
+    assert last["rank1"]["gain"] <= last["rank1"]["noise"] and last["mAP"]["gain"] <= last["mAP"]["noise"]
+    capped = accuracy.plateau_search(lambda e: {"rank1": [float(e)], "mAP": [float(e)]}, 8, 20,
+                                     progress=lambda line: None)
     assert (capped["epochs"], capped["status"], len(capped["trace"])) == (18, "max_epochs", 2)  # 27 > 20
     assert accuracy.next_epochs(1) == 2 and accuracy.next_epochs(40) == 60
+
+
+def test_plateau_step_keeps_going_when_only_map_rises_beyond_noise(accuracy):
+    flat = {"rank1": [10.0, 14.0, 12.0], "mAP": [25.0, 30.0, 28.0]}
+    rank1_noise = {"rank1": [12.0, 12.0, 12.0], "mAP": [25.1, 29.9, 28.0]}
+    assert not accuracy.plateau_step(flat, rank1_noise)["rises"]  # +2, -2, 0: gain 0
+    map_up = {"rank1": [10.4, 13.6, 12.0], "mAP": [27.0, 31.5, 30.1]}  # rank-1 flat, mAP up on every split
+    step = accuracy.plateau_step(flat, map_up)
+    assert step["rises"] and step["mAP"]["diffs"] == pytest.approx([2.0, 1.5, 2.1])
+    with pytest.raises(ValueError, match="rank1 needs the same"):
+        accuracy.plateau_step(flat, {"rank1": [1.0], "mAP": [1.0]})
 
 
 def test_budget_planner_with_a_fake_cost_table(accuracy):
