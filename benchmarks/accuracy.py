@@ -1016,15 +1016,18 @@ def _fill_split_ids(args: argparse.Namespace) -> None:
 def _recipe(args: argparse.Namespace) -> dict:
     """What a recorded run depends on besides its dataset, split, method and epochs."""
     weights = args.weights
-    return {
+    recipe = {
         "height": args.height, "width": args.width, "batch_size": args.batch_size, "backbone": args.backbone,
         "weights": (os.path.basename(weights), os.path.getsize(weights)) if weights else "none",
         "anchors": [ratio_label(m) for m in ANCHORS], "sigma": SIGMA, "anchor_training": args.anchor_training,
         "optimizer": "adam, lr 3.5e-4, weight decay 5e-4", "lr_schedule": "x0.1 after 2/3 of the epochs",
         "transforms": ["random_flip", "random_crop"], "resaug_range": list(RESAUG_RANGE),
         "seed": args.seed, "device": args.device,
-        "sr": args.sr, "sr_pretraining": {"max_epochs": args.sr_epochs, "patience": args.sr_patience},
     }
+    if any("him" in method_kinds(m) and _base(m) != "bicubic" for m in args.methods):
+        # only runs with a learned SR depend on it: plain-only records stay valid when --sr changes
+        recipe.update(sr=args.sr, sr_pretraining={"max_epochs": args.sr_epochs, "patience": args.sr_patience})
+    return recipe
 
 
 def _fingerprint(recipe: Mapping) -> str:

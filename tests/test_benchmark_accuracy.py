@@ -276,6 +276,16 @@ def test_interrupted_plateau_run_resumes_from_its_records(accuracy, data_tree, t
     assert err.value.code == 2 and "height" in capsys.readouterr().err
 
 
+def test_only_runs_with_a_learned_sr_record_the_sr_in_their_recipe(accuracy, monkeypatch, data_tree):
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    plain = [accuracy._recipe(accuracy.parse_args(["--methods", "plain,plain_resaug,bicubic", "--sr", sr]))
+             for sr in ("espcn", "srcnn_915")]
+    assert plain[0] == plain[1] and "sr" not in plain[0]  # plain records go on under another --sr
+    jbim = [accuracy._recipe(accuracy.parse_args(["--methods", "plain,jbim", "--sr", sr]))
+            for sr in ("espcn", "srcnn_915")]
+    assert jbim[0]["sr"] == "espcn" and accuracy._fingerprint(jbim[0]) != accuracy._fingerprint(jbim[1])
+
+
 def _run(rank1, seconds=10.0):
     return {"metrics": {"rank1": rank1, "rank5": rank1 + 10, "rank10": rank1 + 20, "rank20": rank1 + 30,
                         "mAP": rank1 + 5}, "seconds": seconds}
