@@ -38,13 +38,14 @@ from jbim_reid.engines import JBIMEngine
 from jbim_reid.errors import DataError
 from jbim_reid.export import EXPORT_COMMAND
 from jbim_reid.export_weights import EXPORT_WEIGHTS_COMMANDS
-from jbim_reid.fileio import CheckpointError, load_torch_file
+from jbim_reid.fileio import CheckpointError
 from jbim_reid.index import INDEX_COMMAND
-from jbim_reid.models import VARIANTS, load_jbim_checkpoint, load_pretrained_weights
+from jbim_reid.models import VARIANTS
 from jbim_reid.reports import write_json
 from jbim_reid.runner import (STAGE_VARIANTS, ConfigError, add_config_arguments, build_datamanager,
                               build_model, check_imagenet_weights, check_train_loader, check_training,
-                              check_writable, load_config, run_stage, wants_gpu, write_results)
+                              check_writable, load_config, model_from_weights, read_load_weights,
+                              run_stage, wants_gpu, write_results)
 from jbim_reid.weights_cli import WEIGHTS_COMMAND
 
 __all__ = ["COMMANDS", "main", "load_config", "add_config_arguments", "build_datamanager", "build_model",
@@ -99,23 +100,10 @@ def train(cfg: CN) -> int:
 
 def test(cfg: CN) -> int:
     """``jbim-reid test``: evaluate ``model.load_weights`` and write ``results.json``."""
-    path = cfg.model.load_weights
-    if not path:
-        raise ConfigError("jbim-reid test needs model.load_weights (a JBIM checkpoint)")
-    if not osp.isfile(path):
-        raise ConfigError(f"model.load_weights: file not found: '{path}'")
-    checkpoint = load_torch_file(path, what="model.load_weights")  # damaged or unsafe: stop here
+    checkpoint = read_load_weights(cfg, "jbim-reid test")  # damaged or unsafe: stop before the data
     check_writable(cfg.data.save_dir, "data.save_dir")
     datamanager = build_datamanager(cfg)
-    if "jbim_kwargs" in checkpoint:  # it knows its own architecture
-        model = load_jbim_checkpoint(path)
-    else:  # e.g. a bare state dict: the architecture comes from the config
-        model = build_model(cfg, datamanager.num_train_pids)
-        loaded, _ = load_pretrained_weights(model, path)
-        missing = sorted(set(model.state_dict()) - set(loaded))
-        if missing:
-            raise ConfigError(f"model.load_weights '{path}' does not fit the config's model: "
-                              f"{len(missing)} keys not loaded, e.g. {missing[:3]}")
+    model = model_from_weights(cfg, checkpoint, datamanager.num_train_pids)
     use_gpu = wants_gpu(cfg)
     if use_gpu:
         model = model.cuda()
@@ -123,7 +111,8 @@ def test(cfg: CN) -> int:
     kwargs = {**engine_kwargs(cfg), "stage": "joint", "use_gpu": use_gpu}
     engine = JBIMEngine(datamanager, model, optimizer, **kwargs)
     engine.run(**{**engine_run_kwargs(cfg), "test_only": True})
-    write_results(engine, cfg, cfg.data.save_dir, {"checkpoint": path, "variant": model.variant})
+    write_results(engine, cfg, cfg.data.save_dir,
+                  {"checkpoint": cfg.model.load_weights, "variant": model.variant})
     return 0
 
 

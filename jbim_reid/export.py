@@ -203,26 +203,13 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace) -> int:
     """``jbim-reid export``: export ``model.load_weights`` (a JBIM checkpoint) to ``--out``."""
-    from jbim_reid.runner import ConfigError, build_model, load_config
-    from jbim_reid.fileio import load_torch_file
-    from jbim_reid.models import load_jbim_checkpoint, load_pretrained_weights
+    from jbim_reid.runner import load_config, model_from_weights, read_load_weights
 
     cfg = load_config(args.config_file, args.opts)
-    path = cfg.model.load_weights
-    if not path:
-        raise ConfigError("jbim-reid export needs model.load_weights (a JBIM checkpoint)")
-    if not osp.isfile(path):
-        raise ConfigError(f"model.load_weights: file not found: '{path}'")
-    if "jbim_kwargs" in load_torch_file(path, what="model.load_weights"):
-        model = load_jbim_checkpoint(path)
-    else:  # a bare state dict: the architecture comes from the config; classifiers are not exported
-        model = build_model(cfg, num_classes=1)
-        loaded, _ = load_pretrained_weights(model, path)
-        missing = sorted(k for k in set(model.state_dict()) - set(loaded) if "classifier." not in k)
-        if missing:
-            raise ConfigError(f"model.load_weights '{path}' does not fit the config's model: "
-                              f"{len(missing)} keys not loaded, e.g. {missing[:3]}")
-    meta = export_model(model, args.out, checkpoint=path, opset=args.opset)
+    checkpoint = read_load_weights(cfg, "jbim-reid export")
+    # a bare state dict gets the config's architecture; classifiers are training-only, not exported
+    model = model_from_weights(cfg, checkpoint, num_classes=1, ignore=("classifier.",))
+    meta = export_model(model, args.out, checkpoint=cfg.model.load_weights, opset=args.opset)
     sizes = ", ".join(f"{name} {info['bytes'] / 2**20:.1f} MiB" for name, info in meta["files"].items())
     print(f"=> Exported to '{args.out}': {sizes}; onnxruntime vs torch max |diff| "
           f"probe {meta['parity_max_abs']['probe']:.1e}, gallery {meta['parity_max_abs']['gallery']:.1e}")

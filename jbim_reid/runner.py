@@ -10,7 +10,7 @@ import contextlib
 import os
 import os.path as osp
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import torch
 import torchreid
@@ -23,7 +23,8 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.errors import DataError
-from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, fetch_imagenet_weights,
+from jbim_reid.fileio import load_torch_file
+from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, fetch_imagenet_weights, jbim_from_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
 from jbim_reid.reports import rank_results, write_json
@@ -31,7 +32,7 @@ from jbim_reid.sr_stage import run_sr_stage
 
 __all__ = ["ConfigError", "STAGE_VARIANTS", "load_config", "add_config_arguments", "check_training",
            "check_imagenet_weights", "check_train_loader", "check_writable", "build_datamanager",
-           "build_model", "wants_gpu", "write_results", "run_stage"]
+           "build_model", "read_load_weights", "model_from_weights", "wants_gpu", "write_results", "run_stage"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -209,7 +210,7 @@ def build_datamanager(cfg: CN):
 
 def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
                 him_checkpoint: str = "", lim_checkpoint: str = "", imagenet: bool = True,
-                sr_checkpoint: str = "") -> JBIM:
+                sr_checkpoint: str = "", weights: Optional[Mapping] = None) -> JBIM:
     """The JBIM model of ``cfg``, optionally initialised from stage checkpoints.
 
     Args:
@@ -221,6 +222,7 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
         imagenet (bool): False skips the ImageNet weights of ``model.pretrained`` (model shape only).
         sr_checkpoint (str): checkpoint of stage ``sr`` whose ``sr.*`` weights initialise the SR
             module (before ``him_checkpoint``, which overrides it).
+        weights (mapping, optional): the content of ``model.load_weights`` when already read.
 
     Returns:
         JBIM: the model (the FFN, when present, stays freshly initialised).
@@ -239,7 +241,53 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
             if path and getattr(model, part) is not None:
                 load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")
     if cfg.model.load_weights:
-        load_pretrained_weights(model, cfg.model.load_weights)
+        load_pretrained_weights(model, cfg.model.load_weights if weights is None else weights,
+                                source=cfg.model.load_weights)
+    return model
+
+
+def read_load_weights(cfg: CN, command: str) -> dict:
+    """The checkpoint ``model.load_weights`` that ``command`` needs, read once (weights only).
+
+    Raises:
+        ConfigError: the key is empty or the file is missing.
+        CheckpointError: the file is damaged or not a weights-only checkpoint.
+    """
+    path = cfg.model.load_weights
+    if not path:
+        raise ConfigError(f"{command} needs model.load_weights (a JBIM checkpoint)")
+    if not osp.isfile(path):
+        raise ConfigError(f"model.load_weights: file not found: '{path}'")
+    checkpoint = load_torch_file(path, what="model.load_weights")
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"model.load_weights '{path}': expected a checkpoint dict or a state dict, "
+                          f"got {type(checkpoint).__name__}")
+    return checkpoint
+
+
+def model_from_weights(cfg: CN, checkpoint: Mapping, num_classes: int,
+                       ignore: Tuple[str, ...] = ()) -> JBIM:
+    """The model of ``model.load_weights`` (already read by ``read_load_weights``).
+
+    A ``JBIMEngine`` checkpoint knows its architecture (``jbim_kwargs``); a bare state dict (e.g.
+    from ``export-weights``) is loaded into the config's model, and every parameter and buffer must
+    come from it except those whose name contains one of ``ignore`` (e.g. ``"classifier."`` when the
+    training identities are unknown).
+
+    Raises:
+        ConfigError: the state dict does not fill the config's model.
+    """
+    path = cfg.model.load_weights
+    if "jbim_kwargs" in checkpoint:
+        return jbim_from_checkpoint(checkpoint, source=path)
+    model = build_model(cfg, num_classes, weights=checkpoint)
+    state = checkpoint.get("state_dict", checkpoint)
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    missing = sorted(k for k, v in model.state_dict().items() if not any(part in k for part in ignore)
+                     and getattr(state.get(k), "shape", None) != v.shape)
+    if missing:
+        raise ConfigError(f"model.load_weights '{path}' does not fit the config's model: "
+                          f"{len(missing)} keys not loaded, e.g. {missing[:3]}")
     return model
 
 

@@ -180,3 +180,26 @@ def test_test_command_rejects_weights_of_another_model(caviar_root, tmp_path, ca
                  "data.save_dir", str(tmp_path), "model.load_weights", str(other)] + TINY)
     assert code == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_model_from_weights_takes_a_bare_state_dict_and_names_what_is_missing(tmp_path):
+    from jbim_reid.runner import ConfigError, build_model, load_config, model_from_weights, read_load_weights
+
+    base = ["model.pretrained", "False"] + TINY
+    source = build_model(load_config(CPU_CONFIG, base), num_classes=5).eval()
+    state = source.state_dict()
+    bare = tmp_path / "bare.pth"
+    torch.save(state, bare)
+    cfg = load_config(CPU_CONFIG, base + ["model.load_weights", str(bare)])
+    model = model_from_weights(cfg, read_load_weights(cfg, "test"), num_classes=5)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # without its classifiers it fits only when they are ignored (export: identities unknown)
+    headless = tmp_path / "headless.pth"
+    torch.save({k: v for k, v in state.items() if "classifier." not in k}, headless)
+    cfg = load_config(CPU_CONFIG, base + ["model.load_weights", str(headless)])
+    checkpoint = read_load_weights(cfg, "test")
+    with pytest.raises(ConfigError, match=r"headless\.pth' does not fit .*classifier"):
+        model_from_weights(cfg, checkpoint, num_classes=5)
+    assert model_from_weights(cfg, checkpoint, num_classes=1, ignore=("classifier.",)) is not None
+    with pytest.raises(ConfigError, match="jbim-reid export needs model.load_weights"):
+        read_load_weights(load_config(CPU_CONFIG, base), "jbim-reid export")

@@ -5,7 +5,7 @@ Shapes: images are ``(B, 3, H, W)`` normalised tensors at the network input size
 ``(B, D)``; logits ``(B, num_classes)``. The SR module alone works on [0, 1] RGB: the model
 de-normalises its input and re-normalises its output (``JBIM.super_resolve``).
 """
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -431,6 +431,25 @@ MODEL_BUILDERS = {  # torchreid model factory name -> builder
 }
 
 
+def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint") -> JBIM:
+    """Rebuild a JBIM model from an already loaded ``JBIMEngine.save_model`` checkpoint.
+
+    Args:
+        checkpoint (mapping): with ``state_dict`` and ``jbim_kwargs``.
+        source (str): where it came from, for the error.
+
+    Returns:
+        JBIM: the model with the checkpoint's weights, in eval mode.
+    """
+    if "jbim_kwargs" not in checkpoint:
+        raise KeyError(f"'{source}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
+    model = JBIM(**checkpoint["jbim_kwargs"])
+    state = {k[len("module."):] if k.startswith("module.") else k: v
+             for k, v in checkpoint["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_jbim_checkpoint(path: str, map_location: Optional[str] = None) -> JBIM:
     """Rebuild a JBIM model from a checkpoint written by ``JBIMEngine.save_model``.
 
@@ -441,11 +460,4 @@ def load_jbim_checkpoint(path: str, map_location: Optional[str] = None) -> JBIM:
     Returns:
         JBIM: the model with the checkpoint's weights, in eval mode.
     """
-    checkpoint = load_torch_file(path, what="JBIM checkpoint")
-    if "jbim_kwargs" not in checkpoint:
-        raise KeyError(f"'{path}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
-    model = JBIM(**checkpoint["jbim_kwargs"])
-    state = {k[len("module."):] if k.startswith("module.") else k: v
-             for k, v in checkpoint["state_dict"].items()}
-    model.load_state_dict(state)
-    return model.eval()
+    return jbim_from_checkpoint(load_torch_file(path, what="JBIM checkpoint"), source=path)
