@@ -229,7 +229,8 @@ def train_anchors(cfg: CN) -> int:
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
     _log(f"train-anchors: {len(splits)} split(s) {splits} x {len(anchors)} anchor(s) {list(anchors)}, "
-         f"variant {variant}, stages {list(recipe)}, into '{cfg.data.save_dir}'")
+         f"variant {variant}, stages {(['sr'] if 'him' in recipe else []) + list(recipe)}, "
+         f"into '{cfg.data.save_dir}'")
     for i, split in enumerate(splits, 1):
         split_cfg = _override(cfg, "data.split_id", split)
         cache = {}

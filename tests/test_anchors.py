@@ -100,6 +100,7 @@ def test_train_anchors_logs_progress_and_lim_reuse(run):
     log = run["log"]
     assert log.count("LIM stage trained once") == 2 and log.count("reused by all 2 anchors") == 2
     assert log.count("stage lim ->") == 2 and log.count("stage him ->") == 4
+    assert "stages ['sr', 'him', 'lim', 'joint']" in log and log.count("stage sr ->") == 4
     for where in ("split 0 (1/2), anchor 1/2 (1/2)", "split 1 (2/2), anchor 1/4 (2/2)"):
         assert f"{where}: training" in log and f"{where}: done" in log
 
