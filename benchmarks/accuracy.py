@@ -861,6 +861,18 @@ def _splits_per_dataset(value: str) -> Dict[str, int]:
     return out
 
 
+def _stage_epochs(value: str) -> Dict[str, int]:
+    """``him=12,lim=12`` -> ``{'him': 12, 'lim': 12}`` (stage kinds of :data:`KINDS`)."""
+    out = {}
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        kind, _, count = part.partition("=")
+        if kind not in KINDS or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected KIND=EPOCHS pairs with KIND one of {', '.join(KINDS)} "
+                                             f"(e.g. him=12,lim=12), got {part!r}")
+        out[kind] = int(count)
+    return out
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse and check the command line (data root, datasets and weights exist; budget filled in).
 
@@ -889,8 +901,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help=f"epochs of every training stage, or the first E of --plateau "
                              f"(default: {DEFAULTS['epochs']}; --paper: {PAPER['epochs']})")
     parser.add_argument("--plateau", action="store_true",
-                        help="search each method's (and each JBIM stage's) epochs: E vs 1.5E until mean "
-                             "rank-1 rises by no more than the split spread")
+                        help="search each method's (and each JBIM stage's) epochs: E vs 1.5E on the same "
+                             "splits until neither rank-1 nor mAP gains more than its standard error")
+    parser.add_argument("--stage-epochs", type=_stage_epochs, default={},
+                        help="pin the epochs of some stage kinds, e.g. him=12,lim=12: they replace --epochs "
+                             "for those kinds, and --plateau searches only the others")
     parser.add_argument("--max-epochs", type=_positive, default=120,
                         help="--plateau never trains more epochs than this (default: 120)")
     parser.add_argument("--height", type=_positive, default=None,
@@ -960,8 +975,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(f"--batch-size {args.batch_size}: expected a multiple of 4 "
                      "(4 images per identity)")
     if args.budget_min is not None:
-        if args.plateau:
-            parser.error("--budget-min plans fixed epochs; it cannot be combined with --plateau")
+        if args.plateau or args.stage_epochs:
+            parser.error("--budget-min plans the epochs; it cannot be combined with --plateau or --stage-epochs")
         if args.budget_min <= 0:
             parser.error(f"--budget-min {args.budget_min}: expected a positive number of minutes")
         if args.costs and not os.path.isfile(args.costs):
@@ -1039,6 +1054,7 @@ def _settings(args: argparse.Namespace) -> dict:
     return {
         "datasets": args.datasets, "splits": args.split_ids_of, "epochs": args.epochs,
         "epochs_mode": "plateau" if args.plateau else "fixed", "max_epochs": args.max_epochs,
+        "stage_epochs": args.stage_epochs,
         "plateau_growth": PLATEAU_GROWTH, "height": args.height, "width": args.width,
         "batch_size": args.batch_size, "paper": args.paper, "methods": args.methods,
         "backbone": args.backbone,
@@ -1103,11 +1119,15 @@ class _Benchmark:
         return {m: [r[m] for r in runs] for m in PLATEAU_METRICS}
 
     def spec_of(self, dataset: str, method: str, plateaus: Dict[str, dict]) -> Dict[str, int]:
-        """The epochs ``method`` runs at: ``--epochs`` for each kind, or the searched plateaus."""
+        """The epochs ``method`` runs at: ``--stage-epochs``, else ``--epochs`` or the searched plateaus."""
+        pinned = self.args.stage_epochs
         if not self.args.plateau:
-            return {k: self.args.epochs for k in method_kinds(method)}
+            return {k: pinned.get(k, self.args.epochs) for k in method_kinds(method)}
         spec: Dict[str, int] = {}
         for kind, probe in _search_plan(method):
+            if kind in pinned:
+                spec[kind] = pinned[kind]
+                continue
             key = f"{probe}:{kind}"
             if key not in plateaus:
                 print(f"[{dataset}] plateau search of {kind} epochs on {probe} "

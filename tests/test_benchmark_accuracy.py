@@ -307,3 +307,29 @@ def test_report_compares_runs_of_several_reports_on_the_same_splits():
     assert "JBIM" not in str(report_py.runs_on_splits([plain, jbim], "caviar", ["0", "1", "2"]))
     table = report_py.comparison_markdown([plain, jbim], "caviar", ["0", "1"])
     assert "| JBIM [him=12,lim=12,joint=12] | 32.0 ± 2.0 |" in table
+
+
+def test_stage_epochs_pin_kinds_and_plateau_searches_only_the_others(accuracy, data_tree, monkeypatch):
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    base = ["--datasets", "caviar", "--splits", "2", "--methods", "jbim", "--stage-epochs", "him=12,lim=12"]
+    args = accuracy.parse_args(base + ["--epochs", "8"])
+    bench = accuracy._Benchmark(args, accuracy.Records("", {"recipe_fingerprint": "x", "command": ""}), "")
+    assert bench.spec_of("caviar", "jbim", {}) == {"him": 12, "lim": 12, "joint": 8}
+    asked = []
+
+    def evaluate(dataset, split_id, method, spec):  # joint gains 3 per step until 18 epochs
+        asked.append((method, dict(spec)))
+        value = 10.0 + split_id + 3 * min(spec["joint"], 18) / 6
+        return {"metrics": {"rank1": value, "mAP": value + 10}}
+
+    args = accuracy.parse_args(base + ["--epochs", "8", "--plateau"])
+    bench = accuracy._Benchmark(args, accuracy.Records("", {"recipe_fingerprint": "x", "command": ""}), "")
+    bench.records.report["datasets"]["caviar"] = {}
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    plateaus = {}
+    assert bench.spec_of("caviar", "jbim", plateaus) == {"him": 12, "lim": 12, "joint": 18}
+    assert list(plateaus) == ["jbim:joint"] and plateaus["jbim:joint"]["fixed"] == {"him": 12, "lim": 12}
+    assert {m for m, _ in asked} == {"jbim"} and all(s["him"] == 12 and s["lim"] == 12 for _, s in asked)
+    for bad in ("sr=3", "him=0", "him"):
+        with pytest.raises(SystemExit):
+            accuracy.parse_args(base[:-1] + [bad])
