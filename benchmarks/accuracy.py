@@ -849,28 +849,25 @@ def _positive(value: str) -> int:
     return number
 
 
-def _splits_per_dataset(value: str) -> Dict[str, int]:
-    """``caviar=5,mlr_viper=3`` -> ``{'caviar': 5, 'mlr_viper': 3}``."""
+def _counts(value: str, names: Sequence[str], expected: str) -> Dict[str, int]:
+    """``a=5,b=3`` -> ``{'a': 5, 'b': 3}`` with every name in ``names`` and every count >= 1."""
     out = {}
     for part in (p.strip() for p in value.split(",") if p.strip()):
         name, _, count = part.partition("=")
-        if name not in DATASETS or not count.isdigit() or int(count) < 1:
-            raise argparse.ArgumentTypeError(f"expected NAME=COUNT pairs of registered datasets "
-                                             f"(e.g. caviar=5,mlr_viper=3), got {part!r}")
+        if name not in names or not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {part!r}")
         out[name] = int(count)
     return out
 
 
+def _splits_per_dataset(value: str) -> Dict[str, int]:
+    """``caviar=5,mlr_viper=3`` -> ``{'caviar': 5, 'mlr_viper': 3}``."""
+    return _counts(value, DATASETS, "NAME=COUNT pairs of registered datasets (e.g. caviar=5,mlr_viper=3)")
+
+
 def _stage_epochs(value: str) -> Dict[str, int]:
     """``him=12,lim=12`` -> ``{'him': 12, 'lim': 12}`` (stage kinds of :data:`KINDS`)."""
-    out = {}
-    for part in (p.strip() for p in value.split(",") if p.strip()):
-        kind, _, count = part.partition("=")
-        if kind not in KINDS or not count.isdigit() or int(count) < 1:
-            raise argparse.ArgumentTypeError(f"expected KIND=EPOCHS pairs with KIND one of {', '.join(KINDS)} "
-                                             f"(e.g. him=12,lim=12), got {part!r}")
-        out[kind] = int(count)
-    return out
+    return _counts(value, KINDS, f"KIND=EPOCHS pairs with KIND one of {', '.join(KINDS)} (e.g. him=12,lim=12)")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
