@@ -84,7 +84,8 @@ from jbim_reid.engines import JBIMEngine
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import SR_MODELS, load_jbim_checkpoint
-from jbim_reid.reports import ACCURACY_METHODS, rank_results, read_json, summarize_splits, write_json
+from jbim_reid.reports import (ACCURACY_METHODS, paired_gain, rank_results, read_json, summarize_splits,
+                               write_json)
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -590,16 +591,10 @@ def plateau_step(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequ
     Returns:
         dict: per metric ``{mean, next_mean, gain, noise, diffs}`` and ``rises`` (bool).
     """
-    step: dict = {}
-    for metric in PLATEAU_METRICS:
-        a, b = np.asarray(before[metric], float), np.asarray(after[metric], float)
-        if a.shape != b.shape or a.size == 0:
-            raise ValueError(f"plateau step: {metric} needs the same non-empty splits before and after "
-                             f"(got {a.size} and {b.size} values)")
-        diffs = b - a
-        noise = diffs.std(ddof=1) / np.sqrt(diffs.size) if diffs.size > 1 else 0.0
-        step[metric] = {"mean": float(a.mean()), "next_mean": float(b.mean()), "gain": float(diffs.mean()),
-                        "noise": float(noise), "diffs": [float(d) for d in diffs]}
+    try:
+        step: dict = {m: paired_gain(before[m], after[m]) for m in PLATEAU_METRICS}
+    except ValueError as err:
+        raise ValueError(f"plateau step: {err}") from None
     step["rises"] = any(step[m]["gain"] > step[m]["noise"] for m in PLATEAU_METRICS)
     return step
 

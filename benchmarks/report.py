@@ -10,14 +10,16 @@ Usage (from the repository root)::
     python benchmarks/report.py benchmarks/results/accuracy_cpu.json > results.md
     # several reports, every recorded run (method, epochs) compared on the same splits
     python benchmarks/report.py plain.json jbim.json --splits 0,1,2
+    # ... and each row's per-split difference from one of them
+    python benchmarks/report.py plain.json jbim.json --splits 0,1,2 --paired-against "plain torchreid [plain=27]"
 """
 import argparse
 import sys
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from jbim_reid.reports import ACCURACY_METHODS, read_json, summarize_splits
+from jbim_reid.reports import ACCURACY_METHODS, paired_gain, read_json, summarize_splits
 
-__all__ = ["results_markdown", "runs_on_splits", "comparison_markdown", "main"]
+__all__ = ["results_markdown", "runs_on_splits", "paired_markdown", "comparison_markdown", "main"]
 
 LABELS = ACCURACY_METHODS  # method key -> row label (benchmarks/accuracy.py METHODS)
 METRICS = (("rank1", "Rank-1"), ("rank5", "Rank-5"), ("rank10", "Rank-10"), ("mAP", "mAP"))
@@ -103,7 +105,8 @@ def runs_on_splits(reports: Sequence[Mapping], dataset: str, split_ids: Sequence
 
     Returns:
         dict: ``"<method> [<epochs>]"`` -> :func:`jbim_reid.reports.summarize_splits` plus
-        ``seconds`` (mean training time per split), in the order of :data:`LABELS`.
+        ``seconds`` (mean training time per split) and ``per_split`` (the metrics in ``split_ids``
+        order), in the order of :data:`LABELS`.
     """
     runs: Dict[Tuple[str, str], Dict[str, dict]] = {}
     for report in reports:
@@ -122,14 +125,44 @@ def runs_on_splits(reports: Sequence[Mapping], dataset: str, split_ids: Sequence
         summary = summarize_splits([run["metrics"] for run in chosen])
         summary["seconds"] = sum(run["seconds"] for run in chosen) / len(chosen)
         summary["epochs"] = spec
+        summary["per_split"] = [run["metrics"] for run in chosen]
         rows[f"{LABELS.get(method, method)} [{spec}]"] = summary
     return rows
 
 
-def comparison_markdown(reports: Sequence[Mapping], dataset: str, split_ids: Sequence[str]) -> str:
-    """A table of :func:`runs_on_splits` (rows labelled with their epochs) and the code versions."""
+def paired_markdown(rows: Mapping[str, dict], baseline: str) -> str:
+    """Each row of :func:`runs_on_splits` minus ``baseline``, split by split (:func:`paired_gain`).
+
+    Raises:
+        KeyError: ``baseline`` is not one of the rows (the message lists them).
+    """
+    if baseline not in rows:
+        raise KeyError(f"--paired-against {baseline!r} is not a row on these splits; rows: {', '.join(rows)}")
+    base = rows[baseline]["per_split"]
+    lines = [f"Paired against {baseline}: mean per-split difference ± its standard error, and the splits "
+             "where the row is above / below it (rank-1)\n",
+             "| method | Rank-1 | mAP | splits above / below |", "| --- | --- | --- | --- |"]
+    for label, row in rows.items():
+        if label == baseline:
+            continue
+        cells = []
+        for metric in ("rank1", "mAP"):
+            pair = paired_gain([r[metric] for r in base], [r[metric] for r in row["per_split"]])
+            cells.append(f"{pair['gain']:+.1f} ± {pair['noise']:.1f}")
+        diffs = paired_gain([r["rank1"] for r in base], [r["rank1"] for r in row["per_split"]])["diffs"]
+        above, below = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {above} / {below} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(reports: Sequence[Mapping], dataset: str, split_ids: Sequence[str],
+                        baseline: str = "") -> str:
+    """A table of :func:`runs_on_splits` (rows labelled with their epochs), the paired differences
+    against ``baseline`` (a row label) when given, and the code versions."""
     rows = runs_on_splits(reports, dataset, split_ids)
     parts = [f"### {dataset}, splits {', '.join(split_ids)} (mean ± std, %)\n\n", _table(rows)]
+    if baseline:
+        parts += ["\n", paired_markdown(rows, baseline)]
     versions = sorted({(r.get("code_version") or {}).get("commit", "unknown")[:12] for r in reports})
     parts.append(f"\nCode {', '.join(versions)}; commands: "
                  + "; ".join(f"`{r.get('command', '?')}`" for r in reports) + "\n")
@@ -144,6 +177,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--splits", default="",
                         help="comma-separated split ids: compare every recorded run (method and epochs) of "
                              "the report(s) on exactly these splits, instead of each report's summary")
+    parser.add_argument("--paired-against", default="",
+                        help="with --splits: a row label, e.g. 'plain torchreid [plain=27]'; adds every "
+                             "other row's per-split difference from it (mean ± standard error)")
     args = parser.parse_args(argv)
     try:
         reports = [read_json(path) for path in args.reports]
@@ -152,8 +188,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = [d for d in args.datasets.split(",") if d] or None
     if args.splits:
         split_ids = [s.strip() for s in args.splits.split(",") if s.strip()]
-        for name in names or sorted({d for r in reports for d in r.get("datasets", {})}):
-            sys.stdout.write(comparison_markdown(reports, name, split_ids) + "\n")
+        missing, datasets = [], names or sorted({d for r in reports for d in r.get("datasets", {})})
+        for name in datasets:
+            try:
+                sys.stdout.write(comparison_markdown(reports, name, split_ids, args.paired_against) + "\n")
+            except KeyError as err:  # that dataset has no such row: its table alone
+                missing.append(err.args[0])
+                sys.stdout.write(comparison_markdown(reports, name, split_ids) + "\n")
+        if missing and len(missing) == len(datasets):  # a wrong label, not one dataset without it
+            parser.error("; ".join(missing))
         return 0
     if len(reports) > 1:
         parser.error("several reports need --splits (the splits to compare them on)")

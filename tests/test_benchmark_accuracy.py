@@ -126,7 +126,7 @@ def test_plateau_step_keeps_going_when_only_map_rises_beyond_noise(accuracy):
     map_up = {"rank1": [10.4, 13.6, 12.0], "mAP": [27.0, 31.5, 30.1]}  # rank-1 flat, mAP up on every split
     step = accuracy.plateau_step(flat, map_up)
     assert step["rises"] and step["mAP"]["diffs"] == pytest.approx([2.0, 1.5, 2.1])
-    with pytest.raises(ValueError, match="rank1 needs the same"):
+    with pytest.raises(ValueError, match="plateau step: paired_gain needs the same non-empty splits"):
         accuracy.plateau_step(flat, {"rank1": [1.0], "mAP": [1.0]})
 
 
@@ -307,6 +307,12 @@ def test_report_compares_runs_of_several_reports_on_the_same_splits():
     assert "JBIM" not in str(report_py.runs_on_splits([plain, jbim], "caviar", ["0", "1", "2"]))
     table = report_py.comparison_markdown([plain, jbim], "caviar", ["0", "1"])
     assert "| JBIM [him=12,lim=12,joint=12] | 32.0 ± 2.0 |" in table
+    # paired: JBIM - plain=18 is +10 on split 0 and +13 on split 1 (mean 11.5, standard error 1.5)
+    paired = report_py.comparison_markdown([plain, jbim], "caviar", ["0", "1"], baseline="plain torchreid [plain=18]")
+    assert "| JBIM [him=12,lim=12,joint=12] | +11.5 ± 1.5 | +11.5 ± 1.5 | 2 / 0 |" in paired
+    assert "| plain torchreid [plain=12] | -10.0 ± 0.0 | -10.0 ± 0.0 | 0 / 2 |" in paired
+    with pytest.raises(KeyError, match="plain=99"):
+        report_py.comparison_markdown([plain], "caviar", ["0", "1"], baseline="plain torchreid [plain=99]")
 
 
 def test_stage_epochs_pin_kinds_and_plateau_searches_only_the_others(accuracy, data_tree, monkeypatch):

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from jbim_reid.reports import markdown_table, rank_results, read_json, summarize_splits, write_json
+from jbim_reid.reports import (markdown_table, paired_gain, rank_results, read_json, summarize_splits,
+                               write_json)
 
 SPLITS = [
     {"rank1": 50.0, "rank5": 70.0, "rank10": 80.0, "rank20": 90.0, "mAP": 55.0},
@@ -82,3 +83,15 @@ def test_read_json_errors_name_the_file(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json is not valid JSON"):
         read_json(broken)
+
+
+def test_paired_gain_removes_the_split_difficulty():
+    easy_and_hard = [30.0, 10.0, 20.0]  # splits differ by 20 points
+    better_by_two = [32.0, 12.5, 21.5]  # +2, +2.5, +1.5 on each
+    pair = paired_gain(easy_and_hard, better_by_two)
+    assert pair["gain"] == pytest.approx(2.0) and pair["diffs"] == pytest.approx([2.0, 2.5, 1.5])
+    assert pair["noise"] == pytest.approx(np.std([2.0, 2.5, 1.5], ddof=1) / np.sqrt(3))
+    assert pair["noise"] < pair["gain"] < np.std(easy_and_hard)  # visible paired, hidden by the spread
+    assert paired_gain([1.0], [3.0])["noise"] == 0.0
+    with pytest.raises(ValueError, match="same non-empty splits"):
+        paired_gain([1.0, 2.0], [1.0])
