@@ -148,7 +148,8 @@ def paired_markdown(rows: Mapping[str, dict], baseline: str) -> str:
         cells = []
         for metric in ("rank1", "mAP"):
             pair = paired_gain([r[metric] for r in base], [r[metric] for r in row["per_split"]])
-            cells.append(f"{pair['gain']:+.1f} ± {pair['noise']:.1f}")
+            # one split has no standard error: the difference alone
+            cells.append(f"{pair['gain']:+.1f}" + (f" ± {pair['noise']:.1f}" if len(base) > 1 else ""))
         diffs = paired_gain([r["rank1"] for r in base], [r["rank1"] for r in row["per_split"]])["diffs"]
         above, below = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {above} / {below} |")
