@@ -75,7 +75,7 @@ def results_markdown(report: Mapping, datasets: Optional[Sequence[str]] = None) 
         parts.append(f"### {name} (mean ± std over {'/'.join(map(str, splits))} split(s), %)\n\n")
         parts.append(_table(entry["summary"]))
         if entry.get("plateau"):
-            parts.append("\nPlateau search (mean rank-1 at E → 1.5E epochs):\n\n")
+            parts.append("\nPlateau search (E → 1.5E epochs, paired over the splits):\n\n")
             parts.append(_plateaus(entry["plateau"]))
         if entry.get("verdict"):
             parts.append(f"\nVerdict: {entry['verdict']['line']}\n")
@@ -145,13 +145,10 @@ def paired_markdown(rows: Mapping[str, dict], baseline: str) -> str:
     for label, row in rows.items():
         if label == baseline:
             continue
-        cells = []
-        for metric in ("rank1", "mAP"):
-            pair = paired_gain([r[metric] for r in base], [r[metric] for r in row["per_split"]])
-            # one split has no standard error: the difference alone
-            cells.append(f"{pair['gain']:+.1f}" + (f" ± {pair['noise']:.1f}" if len(base) > 1 else ""))
-        diffs = paired_gain([r["rank1"] for r in base], [r["rank1"] for r in row["per_split"]])["diffs"]
-        above, below = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        pairs = {m: paired_gain([r[m] for r in base], [r[m] for r in row["per_split"]]) for m in ("rank1", "mAP")}
+        # one split has no standard error: the difference alone
+        cells = [f"{p['gain']:+.1f}" + (f" ± {p['noise']:.1f}" if len(base) > 1 else "") for p in pairs.values()]
+        above, below = sum(d > 0 for d in pairs["rank1"]["diffs"]), sum(d < 0 for d in pairs["rank1"]["diffs"])
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {above} / {below} |")
     return "\n".join(lines) + "\n"
 
