@@ -10,5 +10,6 @@ from jbim_reid.models.weights import load_pretrained_weights, load_sr_weights
 
 __all__ = ["JBIM", "MODEL_BUILDERS", "VARIANTS", "BNNeck", "ReidBranch", "FusionHead", "SR_MODELS",
            "SRCNN", "VDSR", "BicubicSR", "build_sr", "jbim_from_checkpoint", "load_jbim_checkpoint",
-           "load_pretrained_weights", "jbim_options", "imagenet_state_dict", "fetch_imagenet_weights", "WeightsUnavailableError",
+           "load_pretrained_weights", "jbim_options", "imagenet_state_dict", "fetch_imagenet_weights",
+           "WeightsUnavailableError",
            "synthesize_lr", "PixelNorm", "PixelSpaceSR", "load_sr_weights"]
