@@ -20,7 +20,8 @@ from typing import Callable, Dict, Tuple
 
 from yacs.config import CfgNode as CN
 
-from jbim_reid.fileio import SAFETENSORS_META_KEYS, CheckpointError, load_torch_file, save_safetensors
+from jbim_reid.fileio import (SAFETENSORS_META_KEYS, CheckpointError, load_torch_file, save_safetensors,
+                              strip_module_prefix)
 
 __all__ = ["EXPORT_WEIGHTS_COMMANDS", "EXPORT_NAME", "export_weights", "export_weights_command"]
 
@@ -44,7 +45,7 @@ def export_weights(checkpoint: str, out: str) -> Path:
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
         raise CheckpointError(f"model.load_weights: '{checkpoint}' holds no state dict of tensors")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     metadata = {key: loaded[key] for key in SAFETENSORS_META_KEYS if key in loaded}
     return save_safetensors(state, out, metadata)
 

@@ -21,12 +21,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Optional, Union
+from typing import IO, Any, Callable, Dict, Mapping, Optional, Union
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "SAFETENSORS_META_KEYS", "load_torch_file", "atomic_write",
-           "save_torch_file", "save_safetensors"]
+           "save_torch_file", "save_safetensors", "strip_module_prefix"]
 
 SAFETENSORS_META_KEYS = ("jbim_kwargs", "stage", "epoch")  # checkpoint entries kept as JSON metadata
+
+
+def strip_module_prefix(state: Mapping) -> dict:
+    """``state`` with the ``module.`` prefix of (Distributed)DataParallel removed from its keys."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 PathLike = Union[str, os.PathLike]
 

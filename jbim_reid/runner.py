@@ -23,7 +23,7 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_conf
                               optimizer_kwargs, protocol_kwargs)
 from jbim_reid.engines import JBIMEngine, checkpoint_path
 from jbim_reid.errors import DataError
-from jbim_reid.fileio import load_torch_file
+from jbim_reid.fileio import load_torch_file, strip_module_prefix
 from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, fetch_imagenet_weights, jbim_from_checkpoint,
                               load_pretrained_weights)
 from jbim_reid.plots import plot_cmc
@@ -282,7 +282,7 @@ def model_from_weights(cfg: CN, checkpoint: Mapping, num_classes: int,
         return jbim_from_checkpoint(checkpoint, source=path)
     model = build_model(cfg, num_classes, weights=checkpoint)
     state = checkpoint.get("state_dict", checkpoint)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     missing = sorted(k for k, v in model.state_dict().items() if not any(part in k for part in ignore)
                      and getattr(state.get(k), "shape", None) != v.shape)
     if missing:

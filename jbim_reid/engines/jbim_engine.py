@@ -15,7 +15,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from jbim_reid import distributed
 from jbim_reid.engines.losses import ClassificationLoss
-from jbim_reid.fileio import CheckpointMismatchError, load_torch_file, save_torch_file
+from jbim_reid.fileio import (CheckpointMismatchError, load_torch_file, save_torch_file,
+                              strip_module_prefix)
 from jbim_reid.visualize import sr_images_from_model, visualize_cross_resolution_ranks
 
 __all__ = ["JBIMEngine", "STAGES", "checkpoint_path", "list_checkpoints", "rng_state", "set_rng_state"]
@@ -535,8 +536,7 @@ class JBIMEngine(torchreid.engine.Engine):
         """
         checkpoint = load_torch_file(fpath, what="resume checkpoint")
         self._check_fits(checkpoint, fpath)
-        state = {k[len("module."):] if k.startswith("module.") else k: v
-                 for k, v in checkpoint["state_dict"].items()}
+        state = strip_module_prefix(checkpoint["state_dict"])
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -565,8 +565,7 @@ class JBIMEngine(torchreid.engine.Engine):
         if checkpoint.get("stage", self.stage) != self.stage:
             raise mismatch(f"belongs to stage '{checkpoint['stage']}', not '{self.stage}'")
         own = self.model.state_dict()
-        state = {k[len("module."):] if k.startswith("module.") else k: v
-                 for k, v in checkpoint["state_dict"].items()}
+        state = strip_module_prefix(checkpoint["state_dict"])
         wrong = sorted(set(own) ^ set(state)) or [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
         if wrong:
             raise mismatch(f"holds other weights than this model ({len(wrong)} keys differ, e.g. {wrong[:3]})")

@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 
 from jbim_reid.download import DownloadError, download_file, hub_hash_prefix, sha256_file
-from jbim_reid.fileio import CheckpointError, load_torch_file
+from jbim_reid.fileio import CheckpointError, load_torch_file, strip_module_prefix
 
 __all__ = ["WeightSource", "WeightsUnavailableError", "URL_OVERRIDES", "TORCHREID_WEIGHTS",
            "MOBILENETV2_URL", "weight_source", "imagenet_state_dict", "fetch_imagenet_weights",
@@ -182,7 +182,7 @@ def backbone_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Mo
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{backbone} weights: '{path}' holds no state dict")
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     if backbone.startswith("mobilenetv2") and any(k.startswith("features.") for k in state):
         state = mobilenetv2_from_torchvision(state)
     if module is None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchreid
 from torch import nn
 
-from jbim_reid.fileio import load_torch_file
+from jbim_reid.fileio import load_torch_file, strip_module_prefix
 from jbim_reid.models.fusion import FusionHead
 from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict
 from jbim_reid.models.options import current_options
@@ -444,8 +444,7 @@ def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint") -> JBI
     if "jbim_kwargs" not in checkpoint:
         raise KeyError(f"'{source}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
     model = JBIM(**checkpoint["jbim_kwargs"])
-    state = {k[len("module."):] if k.startswith("module.") else k: v
-             for k, v in checkpoint["state_dict"].items()}
+    state = strip_module_prefix(checkpoint["state_dict"])
     model.load_state_dict(state)
     return model.eval()
 

@@ -6,7 +6,7 @@ from typing import List, Mapping, Tuple, Union
 
 from torch import nn
 
-from jbim_reid.fileio import load_torch_file
+from jbim_reid.fileio import load_torch_file, strip_module_prefix
 
 __all__ = ["load_pretrained_weights", "load_sr_weights"]
 
@@ -86,6 +86,6 @@ def load_sr_weights(module: nn.Module, path: str) -> Tuple[List[str], List[str]]
         raise FileNotFoundError(f"SR weights not found: '{path}'")
     checkpoint = load_torch_file(path, what="SR weights")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
-    names = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    names = list(strip_module_prefix(state))
     prefix = "sr." if any(k.startswith("sr.") for k in names) else ""
     return load_pretrained_weights(module, path, prefix=prefix)
