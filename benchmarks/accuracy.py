@@ -20,6 +20,12 @@ size, schedule shape, batch size and splits:
                      the genuine image sizes (``jbim_reid.ensemble``)
   ================== ===========================================================================
 
+Diagnosis variants (run only when named in ``--methods``): ``<method>_xstream`` trains every stage
+with ``jbim.cross_stream_triplet True`` (one triplet over a branch's streams, so an LR feature meets
+the HR feature of the same person; ``lim_only``, ``him_only``, ``jbim``), and ``jbim_multiratio``
+trains HIM, LIM and the joint stage with ``jbim.train_ratios [1/2, 1/3, 1/4]`` drawn per image
+(stage ``sr`` stays the shared one at m = 1/2).
+
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
 only their own joint stage from those shared stage-1 models (``--anchor-training joint``, the
@@ -122,18 +128,53 @@ DATASET_COST = {"caviar": 1.0, "mlr_viper": 2.5}  # epoch cost relative to CAVIA
 STAGE_OVERHEAD_S = 15.0  # model build, test and checkpoint per trained stage (budget planner)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """How a ``<base>_<suffix>`` method trains differently from ``<base>``.
+
+    ``tag`` marks its stages' names (stages are shared only within one variant); ``resaug`` adds
+    ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage.
+    """
+
+    tag: str = ""
+    resaug: bool = False
+    jbim: Tuple[Tuple[str, object], ...] = ()
+
+
+VARIANTS = {"": Variant(),
+            "resaug": Variant("ra", resaug=True),
+            "xstream": Variant("xs", jbim=(("cross_stream_triplet", True),)),
+            "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),))}
+# --methods default: every method but the diagnosis variants, which run only when named
+DEFAULT_METHODS = [m for m in METHODS if not m.endswith(("_xstream", "_multiratio"))]
+
+
+def _suffix(method: str) -> str:
+    """The variant suffix of ``method`` (a key of :data:`VARIANTS`): ``jbim_resaug`` -> ``resaug``."""
+    return next((v for v in VARIANTS if v and method.endswith(f"_{v}")), "")
+
+
 def _base(method: str) -> str:
     """``jbim_resaug`` -> ``jbim``; ``plain_time_matched`` -> ``plain``."""
-    return {"plain_time_matched": "plain"}.get(method, method.replace("_resaug", ""))
+    if method == "plain_time_matched":
+        return "plain"
+    suffix = _suffix(method)
+    return method[:-len(suffix) - 1] if suffix else method
 
 
 def _resaug(method: str) -> bool:
-    return method.endswith("_resaug")
+    return VARIANTS[_suffix(method)].resaug
 
 
 def method_kinds(method: str) -> Tuple[str, ...]:
     """Stage kinds whose epochs ``method`` (or a ``<base>_resaug`` variant) depends on."""
     return _BASE_KINDS[_base(method)]
+
+
+def _described(variant: str) -> str:
+    """``', cross_stream_triplet=True'``: the ``jbim.*`` overrides of ``variant`` for progress lines."""
+    options = VARIANTS[variant]
+    return "".join(f", {k}={v}" for k, v in options.jbim) + (", random_resolution" if options.resaug else "")
 
 
 def spec_label(spec: Mapping[str, int]) -> str:
@@ -214,28 +255,31 @@ def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:
     return cfg
 
 
-def _with(cfg: CN, epochs: Optional[int] = None, resaug: bool = False, **jbim) -> CN:
-    """A frozen copy of ``cfg`` with ``epochs`` (schedule scaled), ``random_resolution`` and ``jbim.*``."""
+def _with(cfg: CN, epochs: Optional[int] = None, variant: str = "", **jbim) -> CN:
+    """A frozen copy of ``cfg`` with ``epochs`` (schedule scaled), the settings of ``variant`` (a key
+    of :data:`VARIANTS`) and ``jbim.*``."""
     cfg = cfg.clone()
     cfg.defrost()
     if epochs is not None:
         cfg.train.max_epoch = epochs
         cfg.train.stepsize = [_stepsize(epochs)]
-    if resaug and RESAUG_TRANSFORM not in cfg.data.transforms:
+    options = VARIANTS[variant]
+    if options.resaug and RESAUG_TRANSFORM not in cfg.data.transforms:
         cfg.data.transforms = list(cfg.data.transforms) + [RESAUG_TRANSFORM]
-    for key, value in jbim.items():
+    for key, value in [*options.jbim, *jbim.items()]:
         setattr(cfg.jbim, key, value)
     cfg.freeze()
     return cfg
 
 
-def _stage_name(prefix: str, ratio: Optional[float] = None, resaug: bool = False, **epochs: int) -> str:
-    """Folder-safe stage name, e.g. ``him_m1-2_e12`` or ``joint_m1-3_ra_h12_l8_e18``."""
+def _stage_name(prefix: str, ratio: Optional[float] = None, variant: str = "", **epochs: int) -> str:
+    """Folder-safe stage name, e.g. ``him_m1-2_e12`` or ``joint_m1-3_ra_h12_l8_e18`` (``ra``: the tag
+    of ``variant``)."""
     parts = [prefix]
     if ratio is not None:
         parts.append(f"m{ratio_label(ratio).replace('/', '-')}")
-    if resaug:
-        parts.append("ra")
+    if VARIANTS[variant].tag:
+        parts.append(VARIANTS[variant].tag)
     parts += [f"{k}{v}" for k, v in epochs.items()]
     return "_".join(parts)
 
@@ -293,7 +337,7 @@ class SplitRunner:
         """The split's ``ImageDataManager``; with ``resaug`` its train transform has ``random_resolution``."""
         if resaug not in self._datamanagers:
             with self.logged("datamanager_ra" if resaug else "datamanager"):
-                self._datamanagers[resaug] = build_datamanager(_with(self.cfg, resaug=resaug))
+                self._datamanagers[resaug] = build_datamanager(_with(self.cfg, variant="resaug" if resaug else ""))
         return self._datamanagers[resaug]
 
     @contextlib.contextmanager
@@ -369,8 +413,9 @@ class SplitRunner:
 
         Its checkpoint is deleted at once: every method that needs the plain model is recorded.
         """
-        cfg = _with(self.cfg, epochs, resaug)
-        name = name or _stage_name("plain", resaug=resaug, e=epochs)
+        variant = "resaug" if resaug else ""
+        cfg = _with(self.cfg, epochs, variant)
+        name = name or _stage_name("plain", variant=variant, e=epochs)
 
         def train():
             dm = self.datamanager(resaug)
@@ -428,21 +473,22 @@ class SplitRunner:
             self.stage_records[name] = stage.record()
         return stage
 
-    def him(self, epochs: int, ratio: float = ANCHORS[0], resaug: bool = False) -> Stage:
+    def him(self, epochs: int, ratio: float = ANCHORS[0], variant: str = "") -> Stage:
         """Stage-1 HIM (SR + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``, its SR module
-        initialised by stage ``sr`` at that ratio."""
+        initialised by stage ``sr`` at that ratio; ``variant``: a key of :data:`VARIANTS`."""
         sr = self.sr(ratio)
-        return self._jbim_stage(_stage_name("him", ratio, resaug, e=epochs),
-                                f"SR + HIM, m={ratio_label(ratio)}",
-                                _with(self.cfg, epochs, resaug, ratio=ratio),
-                                "him", "him", resaug=resaug, sr=sr,
+        return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
+                                f"SR + HIM, m={ratio_label(ratio)}{_described(variant)}",
+                                _with(self.cfg, epochs, variant, ratio=ratio),
+                                "him", "him", resaug=VARIANTS[variant].resaug, sr=sr,
                                 deps=(self._name(sr),) if sr else ())
 
-    def lim(self, epochs: int, resaug: bool = False) -> Stage:
+    def lim(self, epochs: int, variant: str = "") -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
-        return self._jbim_stage(_stage_name("lim", None, resaug, e=epochs),
-                                f"LIM, m={ratio_label(ANCHORS[0])}",
-                                _with(self.cfg, epochs, resaug), "lim", "lim", resaug=resaug)
+        return self._jbim_stage(_stage_name("lim", None, variant, e=epochs),
+                                f"LIM, m={ratio_label(ANCHORS[0])}{_described(variant)}",
+                                _with(self.cfg, epochs, variant), "lim", "lim",
+                                resaug=VARIANTS[variant].resaug)
 
     def bicubic(self, epochs: int) -> Stage:
         """HIM with bicubic upscaling instead of learned SR and no SR loss."""
@@ -459,16 +505,15 @@ class SplitRunner:
     def _name(self, stage: Stage) -> str:
         return next(n for n, s in self.stages.items() if s is stage)
 
-    def joint(self, spec: Mapping[str, int], ratio: float = ANCHORS[0], resaug: bool = False) -> Stage:
+    def joint(self, spec: Mapping[str, int], ratio: float = ANCHORS[0], variant: str = "") -> Stage:
         """The joint stage at ratio ``ratio`` from stage-1 HIM and LIM (a fresh FFN)."""
         him_ratio = ratio if self.anchor_training == "him_joint" else ANCHORS[0]
-        him, lim = self.him(spec["him"], him_ratio, resaug), self.lim(spec["lim"], resaug)
+        him, lim = self.him(spec["him"], him_ratio, variant), self.lim(spec["lim"], variant)
         him_name, lim_name = self._name(him), self._name(lim)
-        name = _stage_name("joint", ratio, resaug, h=spec["him"], l=spec["lim"], e=spec["joint"])
+        name = _stage_name("joint", ratio, variant, h=spec["him"], l=spec["lim"], e=spec["joint"])
         return self._jbim_stage(name, f"JBIM joint, m={ratio_label(ratio)}, from {him_name} + {lim_name}",
-                                _with(self.cfg, spec["joint"], resaug, ratio=ratio), "joint", "jbim",
-                                him, lim,
-                                deps=(him_name, lim_name), resaug=resaug)
+                                _with(self.cfg, spec["joint"], variant, ratio=ratio), "joint", "jbim",
+                                him, lim, deps=(him_name, lim_name), resaug=VARIANTS[variant].resaug)
 
     def ensemble(self, spec: Mapping[str, int]) -> dict:
         """Fused distances of the anchor JBIM models, ranked; returns results like ``last_results``."""
@@ -490,19 +535,19 @@ class SplitRunner:
                 "mean_weights": weights.mean(axis=0).tolist()}
 
     def _direct_stages(self, method: str, spec: Mapping[str, int]) -> List[Stage]:
-        base, resaug = _base(method), _resaug(method)
+        base, variant = _base(method), _suffix(method)
         if base == "plain":
-            return [self.plain(spec["plain"], resaug)]
+            return [self.plain(spec["plain"], _resaug(method))]
         if base == "ensemble":
             return [self.joint(spec, m) for m in ANCHORS]
         return [{"bicubic": lambda: self.bicubic(spec["him"]),
-                 "lim_only": lambda: self.lim(spec["lim"], resaug),
-                 "him_only": lambda: self.him(spec["him"], ANCHORS[0], resaug),
+                 "lim_only": lambda: self.lim(spec["lim"], variant),
+                 "him_only": lambda: self.him(spec["him"], ANCHORS[0], variant),
                  "him_lim": lambda: self.him_lim(spec),
-                 "jbim": lambda: self.joint(spec, ANCHORS[0], resaug)}[base]()]
+                 "jbim": lambda: self.joint(spec, ANCHORS[0], variant)}[base]()]
 
     def method(self, method: str, spec: Mapping[str, int]) -> dict:
-        """Evaluation results of ``method`` (a key of :data:`METHODS` or ``<base>_resaug``) at ``spec``."""
+        """Evaluation results of ``method`` (a key of :data:`METHODS`) at ``spec``."""
         if _base(method) == "ensemble":
             return self.ensemble(spec)
         return self.results(self._direct_stages(method, spec)[0])
@@ -631,7 +676,7 @@ def plateau_search(evaluate: Callable[[int], Mapping[str, Sequence[float]]], sta
 
 def _search_plan(method: str) -> List[Tuple[str, str]]:
     """``(kind, probe method)`` pairs searched in turn for ``method``'s epochs (``--plateau``)."""
-    base, tag = _base(method), "_resaug" if _resaug(method) else ""
+    base, tag = _base(method), f"_{_suffix(method)}" if _suffix(method) else ""
     him = ("him", "him_only" + tag)
     lim = ("lim", "lim_only" + tag)
     return {"plain": [("plain", method)], "bicubic": [("him", "bicubic")], "lim_only": [lim],
@@ -691,7 +736,7 @@ def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
     """
     stages = set()
     for method in methods:
-        base, ra = _base(method), "ra" if _resaug(method) else ""
+        base, ra = _base(method), VARIANTS[_suffix(method)].tag
         if method == "plain_time_matched":
             stages |= {("him", "tm"), ("lim", "tm"), ("joint", "tm")}
         elif base == "plain":
@@ -704,7 +749,7 @@ def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
             stages.add(("him", ra))
         elif base == "him_lim":
             stages |= {("him", ra), ("lim", ra)}
-        else:  # jbim, jbim_resaug, ensemble
+        else:  # jbim and its variants, ensemble
             stages |= {("him", ra), ("lim", ra), ("joint", ra)}
             if base == "ensemble":
                 stages |= {("joint", f"m{m}") for m in ANCHORS[1:]}
@@ -917,8 +962,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--costs", default="",
                         help="an earlier JSON report whose stage timings replace the built-in cost table "
                              "of --budget-min")
-    parser.add_argument("--methods", type=_methods, default=list(METHODS),
-                        help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    parser.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default: all but the "
+                             "diagnosis variants *_xstream, *_multiratio)")
     parser.add_argument("--anchor-training", choices=("joint", "him_joint"), default="joint",
                         help="anchors m=1/3, 1/4 of the ensemble: only a joint stage each from the shared "
                              "stage-1 HIM (m=1/2) and LIM (default), or their own HIM stage and a joint "

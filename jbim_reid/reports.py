@@ -36,6 +36,11 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "jbim_resaug": "JBIM + random resolution",
     "ensemble": "JBIM 3-anchor ensemble",
     "plain_time_matched": "plain torchreid, JBIM's training time",
+    # diagnosis variants: the cross-stream triplet extension, several synthetic-LR ratios per image
+    "lim_only_xstream": "LIM only + cross-stream triplet",
+    "him_only_xstream": "HIM only + cross-stream triplet",
+    "jbim_xstream": "JBIM + cross-stream triplet",
+    "jbim_multiratio": "JBIM, train ratios 1/2, 1/3, 1/4",
 }
 
 

@@ -1,6 +1,8 @@
 """``benchmarks/accuracy.py`` and ``report.py``: arguments, verdict, plateau search, budget, resumable runs."""
 import json
 import math
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -84,7 +86,7 @@ def test_budgets(accuracy, data_tree):
     default = accuracy.parse_args(base)
     assert (default.splits, default.epochs, default.height, default.width) == (2, 4, 128, 64)
     assert default.split_ids == [0, 1] and default.stepsize == 3
-    assert default.datasets == ["caviar", "mlr_viper"] and default.methods == list(accuracy.METHODS)
+    assert default.datasets == ["caviar", "mlr_viper"] and default.methods == list(accuracy.DEFAULT_METHODS)
     paper = accuracy.parse_args(base + ["--paper", "--split-ids", "3,5"])
     assert (paper.splits, paper.split_ids, paper.epochs) == (2, [3, 5], 60)
     assert (paper.height, paper.width) == (256, 128)
@@ -193,7 +195,7 @@ def test_whole_run_on_synthetic_data(accuracy, data_tree, tmp_path, capsys):
     assert report["machine"]["torch_threads"] >= 1 and report["total_seconds"] > 0
     entry = report["datasets"]["caviar"]
     split = entry["splits"]["0"]
-    assert list(split["methods"]) == [m for m in accuracy.METHODS]
+    assert list(split["methods"]) == accuracy.DEFAULT_METHODS
     for method, metrics in split["methods"].items():
         for key in ("rank1", "rank5", "rank10", "mAP"):
             assert math.isfinite(metrics[key]) and 0.0 <= metrics[key] <= 100.0, (method, key)
@@ -341,3 +343,38 @@ def test_stage_epochs_pin_kinds_and_plateau_searches_only_the_others(accuracy, d
     for bad in ("sr=3", "him=0", "him"):
         with pytest.raises(SystemExit):
             accuracy.parse_args(base[:-1] + [bad])
+
+
+def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy, data_tree, monkeypatch, tmp_path):
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    assert "jbim_xstream" not in accuracy.parse_args([]).methods  # run only when named
+    args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--sr-epochs", "0", "--methods",
+                                "jbim,jbim_xstream,jbim_multiratio,lim_only_xstream,jbim_resaug", "--batch-size", "8"])
+    trained = {}
+
+    def fake_run_stage(cfg, datamanager, stage, save_dir, *args, **kwargs):
+        name = os.path.basename(save_dir)
+        trained[name] = (stage, cfg.jbim.cross_stream_triplet, list(cfg.jbim.train_ratios),
+                         "random_resolution" in cfg.data.transforms)
+        return SimpleNamespace(last_results={"caviar": {"stage": name}}), save_dir
+
+    monkeypatch.setattr(accuracy, "run_stage", fake_run_stage)
+    runner = accuracy.SplitRunner(accuracy.build_config(args, "caviar", 0), str(tmp_path))
+    spec = {"him": 2, "lim": 3, "joint": 4}
+    assert runner.method("lim_only_xstream", spec) == {"stage": "lim_xs_e3"}
+    for method in args.methods:
+        runner.method(method, spec)
+    ratios = [0.5, 1 / 3, 0.25]
+    assert trained == {
+        "him_m1-2_e2": ("him", False, [], False), "lim_e3": ("lim", False, [], False),
+        "joint_m1-2_h2_l3_e4": ("joint", False, [], False),
+        "him_m1-2_xs_e2": ("him", True, [], False), "lim_xs_e3": ("lim", True, [], False),
+        "joint_m1-2_xs_h2_l3_e4": ("joint", True, [], False),
+        "him_m1-2_mr_e2": ("him", False, ratios, False), "lim_mr_e3": ("lim", False, ratios, False),
+        "joint_m1-2_mr_h2_l3_e4": ("joint", False, ratios, False),
+        "him_m1-2_ra_e2": ("him", False, [], True), "lim_ra_e3": ("lim", False, [], True),
+        "joint_m1-2_ra_h2_l3_e4": ("joint", False, [], True)}
+    assert runner.method_stages("jbim_xstream", spec) == ["joint_m1-2_xs_h2_l3_e4", "him_m1-2_xs_e2", "lim_xs_e3"]
+    assert accuracy._search_plan("jbim_xstream") == [("him", "him_only_xstream"), ("lim", "lim_only_xstream"),
+                                                     ("joint", "jbim_xstream")]
+    assert accuracy._stage_counts(["jbim", "jbim_xstream", "lim_only_multiratio"]) == {"him": 2, "lim": 3, "joint": 2}
