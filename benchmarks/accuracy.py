@@ -531,8 +531,13 @@ class SplitRunner:
         distmat = fuse_distances([res["distmat"] for res in anchors], weights)
         cmc, mAP = get_rank_evaluator()(distmat, first["q_pids"], first["g_pids"], first["q_camids"],
                                         first["g_camids"], max_rank=50)
+        # each anchor alone and the scale of its distances, to tell a weak anchor from one whose
+        # distances outweigh the others' in the sum (Eq. 19 adds raw distances)
+        alone = {ratio_label(m): {**rank_results(res["cmc"], res["mAP"]),
+                                  "median_distance": float(np.median(res["distmat"]))}
+                 for m, res in zip(ANCHORS, anchors)}
         return {**first, "distmat": distmat, "cmc": np.asarray(cmc), "mAP": float(mAP),
-                "mean_weights": weights.mean(axis=0).tolist()}
+                "mean_weights": weights.mean(axis=0).tolist(), "anchors": alone}
 
     def _direct_stages(self, method: str, spec: Mapping[str, int]) -> List[Stage]:
         base, variant = _base(method), _suffix(method)
@@ -1141,6 +1146,7 @@ class _Benchmark:
         metrics = rank_results(results["cmc"], results["mAP"])
         if "mean_weights" in results:
             metrics["mean_anchor_weights"] = results["mean_weights"]
+            metrics["anchors"] = results["anchors"]
         entry = {"metrics": metrics, "epochs": dict(spec), "stages": stages,
                  "seconds": sum(runner.stages[n].seconds for n in stages),
                  "code_version": self.records.report["code_version"],

@@ -204,6 +204,9 @@ def test_whole_run_on_synthetic_data(accuracy, data_tree, tmp_path, capsys):
         assert entry["summary"][method]["mean"]["rank1"] == pytest.approx(metrics["rank1"])
     assert split["methods"]["jbim"]["epochs"] == {"him": 1, "lim": 1, "joint": 1}
     assert len(split["methods"]["ensemble"]["mean_anchor_weights"]) == 3
+    alone = split["runs"]["ensemble"]["him=1,lim=1,joint=1"]["metrics"]["anchors"]
+    assert list(alone) == ["1/2", "1/3", "1/4"] and alone["1/2"]["rank1"] == split["methods"]["jbim"]["rank1"]
+    assert all(a["median_distance"] > 0 for a in alone.values())
     # shared stage-1 models are trained once; resaug methods train their own
     stages = split["stages"]
     assert {"plain_e1", "plain_ra_e1", "him_bicubic_e1", "lim_e1", "him_m1-2_e1", "him_lim_h1_l1",
