@@ -115,6 +115,8 @@ def paired_gain(before: Sequence[float], after: Sequence[float]) -> Dict[str, An
 def _cell(entry: Mapping, metric: str, digits: int) -> str:
     if "mean" in entry:
         mean, std = entry["mean"][metric], entry["std"][metric]
+        if entry.get("num_splits") == 1:  # one split has no spread: a "± 0.0" would claim one
+            return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} ± {std:.{digits}f}"
     return f"{entry[metric]:.{digits}f}"
 
@@ -123,8 +125,8 @@ def markdown_table(rows: Mapping[str, Mapping], metrics: Sequence[str] = METRICS
     """A markdown table, one row per method (or anchor subset), one column per metric.
 
     Args:
-        rows (dict): method name -> summary (from :func:`summarize_splits`, shown as mean ± std) or
-            single result (percentages).
+        rows (dict): method name -> summary (from :func:`summarize_splits`, shown as mean ± std;
+            the mean alone for one split) or single result (percentages).
         metrics (sequence of str, optional): columns, a subset of :data:`METRICS`. Default is all.
         digits (int, optional): decimals. Default is 1.
 

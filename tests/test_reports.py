@@ -50,6 +50,8 @@ def test_markdown_table_rows_and_cells():
     assert lines[1] == "| --- | --- | --- | --- | --- | --- |"
     assert lines[2] == "| JBIM (all anchors) | 52.0 ± 2.0 | 72.0 ± 2.0 | 82.0 ± 2.0 | 92.0 ± 2.0 | 56.0 ± 1.0 |"
     assert lines[3] == "| single | 50.0 | 70.0 | 80.0 | 90.0 | 55.0 |"
+    one = markdown_table({"one split": summarize_splits(SPLITS[:1])}, metrics=("rank1",))
+    assert "| one split | 50.0 |" in one  # no spread to show
     short = markdown_table({"m": SPLITS[1]}, metrics=("rank1", "mAP"), digits=2)
     assert "| m | 54.00 | 57.00 |" in short
     with pytest.raises(ValueError, match=r"Unknown metrics \['rank3'\]"):
