@@ -37,7 +37,8 @@ def _table(summaries: Mapping[str, dict]) -> str:
     for method in order:
         s = summaries[method]
         cells = [LABELS.get(method, method)]
-        cells += [f"{s['mean'][k]:.1f} ± {s['std'][k]:.1f}" for k, _ in METRICS]
+        spread = s["num_splits"] > 1  # one split has no spread: its values alone
+        cells += [f"{s['mean'][k]:.1f}" + (f" ± {s['std'][k]:.1f}" if spread else "") for k, _ in METRICS]
         cells += [str(s.get("epochs", "")), _duration(s["seconds"]) if "seconds" in s else "",
                   str(s["num_splits"])]
         lines.append("| " + " | ".join(cells) + " |")

@@ -317,6 +317,7 @@ def test_report_compares_runs_of_several_reports_on_the_same_splits():
     assert "| JBIM [him=12,lim=12,joint=12] | +11.5 ± 1.5 | +11.5 ± 1.5 | 2 / 0 |" in paired
     assert "| plain torchreid [plain=12] | -10.0 ± 0.0 | -10.0 ± 0.0 | 0 / 2 |" in paired
     one = report_py.comparison_markdown([plain, jbim], "caviar", ["1"], baseline="plain torchreid [plain=18]")
+    assert "| JBIM [him=12,lim=12,joint=12] | 34.0 | 44.0 | 54.0 | 39.0 |" in one  # no spread on one split
     assert "| JBIM [him=12,lim=12,joint=12] | +13.0 | +13.0 | 1 / 0 |" in one
     with pytest.raises(KeyError, match="plain=99"):
         report_py.comparison_markdown([plain], "caviar", ["0", "1"], baseline="plain torchreid [plain=99]")
