@@ -395,10 +395,12 @@ class SplitRunner:
 
     def _jbim_stage(self, name: str, description: str, cfg: CN, stage: str, variant: str,
                     him: Optional[Stage] = None, lim: Optional[Stage] = None,
-                    train_epochs: bool = True, deps: Sequence[str] = (), resaug: bool = False,
+                    train_epochs: bool = True, deps: Sequence[str] = (), suffix: str = "",
                     sr: Optional[Stage] = None) -> Stage:
+        """A JBIM stage; ``variant`` is the JBIM model's (``jbim.variant``), ``suffix`` the method
+        variant's (a key of :data:`VARIANTS`: its data manager)."""
         def train():
-            engine, checkpoint = run_stage(cfg, self.datamanager(resaug), stage,
+            engine, checkpoint = run_stage(cfg, self.datamanager(VARIANTS[suffix].resaug), stage,
                                            os.path.join(self.save_dir, name), variant,
                                            him.checkpoint if him else "", lim.checkpoint if lim else "",
                                            train_epochs=train_epochs,
@@ -480,15 +482,14 @@ class SplitRunner:
         return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
                                 f"SR + HIM, m={ratio_label(ratio)}{_described(variant)}",
                                 _with(self.cfg, epochs, variant, ratio=ratio),
-                                "him", "him", resaug=VARIANTS[variant].resaug, sr=sr,
+                                "him", "him", suffix=variant, sr=sr,
                                 deps=(self._name(sr),) if sr else ())
 
     def lim(self, epochs: int, variant: str = "") -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
         return self._jbim_stage(_stage_name("lim", None, variant, e=epochs),
                                 f"LIM, m={ratio_label(ANCHORS[0])}{_described(variant)}",
-                                _with(self.cfg, epochs, variant), "lim", "lim",
-                                resaug=VARIANTS[variant].resaug)
+                                _with(self.cfg, epochs, variant), "lim", "lim", suffix=variant)
 
     def bicubic(self, epochs: int) -> Stage:
         """HIM with bicubic upscaling instead of learned SR and no SR loss."""
@@ -513,7 +514,7 @@ class SplitRunner:
         name = _stage_name("joint", ratio, variant, h=spec["him"], l=spec["lim"], e=spec["joint"])
         return self._jbim_stage(name, f"JBIM joint, m={ratio_label(ratio)}, from {him_name} + {lim_name}",
                                 _with(self.cfg, spec["joint"], variant, ratio=ratio), "joint", "jbim",
-                                him, lim, deps=(him_name, lim_name), resaug=VARIANTS[variant].resaug)
+                                him, lim, deps=(him_name, lim_name), suffix=variant)
 
     def ensemble(self, spec: Mapping[str, int]) -> dict:
         """Fused distances of the anchor JBIM models, ranked; returns results like ``last_results``."""
@@ -741,7 +742,7 @@ def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
     """
     stages = set()
     for method in methods:
-        base, ra = _base(method), VARIANTS[_suffix(method)].tag
+        base, tag = _base(method), VARIANTS[_suffix(method)].tag
         if method == "plain_time_matched":
             stages |= {("him", "tm"), ("lim", "tm"), ("joint", "tm")}
         elif base == "plain":
@@ -749,13 +750,13 @@ def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
         elif base == "bicubic":
             stages.add(("bicubic", ""))
         elif base == "lim_only":
-            stages.add(("lim", ra))
+            stages.add(("lim", tag))
         elif base == "him_only":
-            stages.add(("him", ra))
+            stages.add(("him", tag))
         elif base == "him_lim":
-            stages |= {("him", ra), ("lim", ra)}
+            stages |= {("him", tag), ("lim", tag)}
         else:  # jbim and its variants, ensemble
-            stages |= {("him", ra), ("lim", ra), ("joint", ra)}
+            stages |= {("him", tag), ("lim", tag), ("joint", tag)}
             if base == "ensemble":
                 stages |= {("joint", f"m{m}") for m in ANCHORS[1:]}
     counts: Dict[str, int] = {}
