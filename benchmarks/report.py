@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from jbim_reid.reports import ACCURACY_METHODS, paired_gain, read_json, summarize_splits
+from jbim_reid.reports import ACCURACY_METHODS, paired_gain, read_json, summarize_splits, summary_cell
 
 __all__ = ["results_markdown", "runs_on_splits", "paired_markdown", "comparison_markdown", "main"]
 
@@ -37,8 +37,7 @@ def _table(summaries: Mapping[str, dict]) -> str:
     for method in order:
         s = summaries[method]
         cells = [LABELS.get(method, method)]
-        spread = s["num_splits"] > 1  # one split has no spread: its values alone
-        cells += [f"{s['mean'][k]:.1f}" + (f" ± {s['std'][k]:.1f}" if spread else "") for k, _ in METRICS]
+        cells += [summary_cell(s, k) for k, _ in METRICS]
         cells += [str(s.get("epochs", "")), _duration(s["seconds"]) if "seconds" in s else "",
                   str(s["num_splits"])]
         lines.append("| " + " | ".join(cells) + " |")

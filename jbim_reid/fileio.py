@@ -28,12 +28,12 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "SAFETENSORS_META_KEYS"
 
 SAFETENSORS_META_KEYS = ("jbim_kwargs", "stage", "epoch")  # checkpoint entries kept as JSON metadata
 
+PathLike = Union[str, os.PathLike]
+
 
 def strip_module_prefix(state: Mapping) -> dict:
     """``state`` with the ``module.`` prefix of (Distributed)DataParallel removed from its keys."""
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-PathLike = Union[str, os.PathLike]
 
 
 class CheckpointError(ValueError):

@@ -20,7 +20,7 @@ import numpy as np
 from jbim_reid.fileio import atomic_write
 
 __all__ = ["ACCURACY_METHODS", "METRICS", "rank_results", "summarize_splits", "paired_gain", "markdown_table",
-           "write_json", "read_json"]
+           "summary_cell", "write_json", "read_json"]
 
 METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP")  # keys of a result, all in percent
 _HEADERS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "rank20": "Rank-20", "mAP": "mAP"}
@@ -112,7 +112,8 @@ def paired_gain(before: Sequence[float], after: Sequence[float]) -> Dict[str, An
             "mean": float(a.mean()), "next_mean": float(b.mean())}
 
 
-def _cell(entry: Mapping, metric: str, digits: int) -> str:
+def summary_cell(entry: Mapping, metric: str, digits: int = 1) -> str:
+    """One table cell: ``mean ± std`` of a summary (the mean alone for one split), or a single result's value."""
     if "mean" in entry:
         mean, std = entry["mean"][metric], entry["std"][metric]
         if entry.get("num_splits") == 1:  # one split has no spread: a "± 0.0" would claim one
@@ -141,7 +142,7 @@ def markdown_table(rows: Mapping[str, Mapping], metrics: Sequence[str] = METRICS
     lines = ["| method | " + " | ".join(_HEADERS[m] for m in metrics) + " |",
              "| --- |" + " --- |" * len(metrics)]
     for name, entry in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(entry, m, digits) for m in metrics) + " |")
+        lines.append(f"| {name} | " + " | ".join(summary_cell(entry, m, digits) for m in metrics) + " |")
     return "\n".join(lines) + "\n"
 
 
