@@ -24,7 +24,8 @@ Diagnosis variants (run only when named in ``--methods``): ``<method>_xstream`` 
 with ``jbim.cross_stream_triplet True`` (one triplet over a branch's streams, so an LR feature meets
 the HR feature of the same person; ``lim_only``, ``him_only``, ``jbim``), and ``jbim_multiratio``
 trains HIM, LIM and the joint stage with ``jbim.train_ratios [1/2, 1/3, 1/4]`` drawn per image
-(stage ``sr`` stays the shared one at m = 1/2).
+(stage ``sr`` stays the shared one at m = 1/2); ``jbim_xstream_resaug`` combines the cross-stream
+triplet with ``random_resolution`` in every stage.
 
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
@@ -144,14 +145,17 @@ class Variant:
 VARIANTS = {"": Variant(),
             "resaug": Variant("ra", resaug=True),
             "xstream": Variant("xs", jbim=(("cross_stream_triplet", True),)),
-            "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),))}
+            "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),)),
+            "xstream_resaug": Variant("xsra", resaug=True, jbim=(("cross_stream_triplet", True),))}
 # --methods default: every method but the diagnosis variants, which run only when named
-DEFAULT_METHODS = [m for m in METHODS if not m.endswith(("_xstream", "_multiratio"))]
+DEFAULT_METHODS = [m for m in METHODS if not m.endswith(("_xstream", "_multiratio", "_xstream_resaug"))]
 
 
 def _suffix(method: str) -> str:
-    """The variant suffix of ``method`` (a key of :data:`VARIANTS`): ``jbim_resaug`` -> ``resaug``."""
-    return next((v for v in VARIANTS if v and method.endswith(f"_{v}")), "")
+    """The variant suffix of ``method`` (a key of :data:`VARIANTS`): ``jbim_resaug`` -> ``resaug``.
+
+    The longest matching suffix wins: ``jbim_xstream_resaug`` -> ``xstream_resaug``, not ``resaug``."""
+    return max((v for v in VARIANTS if v and method.endswith(f"_{v}")), key=len, default="")
 
 
 def _base(method: str) -> str:

@@ -41,6 +41,7 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "him_only_xstream": "HIM only + cross-stream triplet",
     "jbim_xstream": "JBIM + cross-stream triplet",
     "jbim_multiratio": "JBIM, train ratios 1/2, 1/3, 1/4",
+    "jbim_xstream_resaug": "JBIM + cross-stream triplet + random resolution",
 }
 
 
