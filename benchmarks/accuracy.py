@@ -25,7 +25,8 @@ with ``jbim.cross_stream_triplet True`` (one triplet over a branch's streams, so
 the HR feature of the same person; ``lim_only``, ``him_only``, ``jbim``), and ``jbim_multiratio``
 trains HIM, LIM and the joint stage with ``jbim.train_ratios [1/2, 1/3, 1/4]`` drawn per image
 (stage ``sr`` stays the shared one at m = 1/2); ``jbim_xstream_resaug`` combines the cross-stream
-triplet with ``random_resolution`` in every stage.
+triplet with ``random_resolution`` in every stage; ``ensemble_xstream`` is the 3-anchor ensemble of
+cross-stream anchors.
 
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
@@ -520,9 +521,10 @@ class SplitRunner:
                                 _with(self.cfg, spec["joint"], variant, ratio=ratio), "joint", "jbim",
                                 him, lim, deps=(him_name, lim_name), suffix=variant)
 
-    def ensemble(self, spec: Mapping[str, int]) -> dict:
-        """Fused distances of the anchor JBIM models, ranked; returns results like ``last_results``."""
-        anchors = [self.results(self.joint(spec, m)) for m in ANCHORS]
+    def ensemble(self, spec: Mapping[str, int], variant: str = "") -> dict:
+        """Fused distances of the anchor JBIM models (of ``variant``, a key of :data:`VARIANTS`),
+        ranked; returns results like ``last_results``."""
+        anchors = [self.results(self.joint(spec, m, variant)) for m in ANCHORS]
         first = anchors[0]
         for m, res in zip(ANCHORS[1:], anchors[1:]):
             for key in ("q_pids", "g_pids", "q_camids", "g_camids"):
@@ -549,7 +551,7 @@ class SplitRunner:
         if base == "plain":
             return [self.plain(spec["plain"], _resaug(method))]
         if base == "ensemble":
-            return [self.joint(spec, m) for m in ANCHORS]
+            return [self.joint(spec, m, variant) for m in ANCHORS]
         return [{"bicubic": lambda: self.bicubic(spec["him"]),
                  "lim_only": lambda: self.lim(spec["lim"], variant),
                  "him_only": lambda: self.him(spec["him"], ANCHORS[0], variant),
@@ -559,7 +561,7 @@ class SplitRunner:
     def method(self, method: str, spec: Mapping[str, int]) -> dict:
         """Evaluation results of ``method`` (a key of :data:`METHODS`) at ``spec``."""
         if _base(method) == "ensemble":
-            return self.ensemble(spec)
+            return self.ensemble(spec, _suffix(method))
         return self.results(self._direct_stages(method, spec)[0])
 
     def method_stages(self, method: str, spec: Mapping[str, int]) -> List[str]:
@@ -691,7 +693,7 @@ def _search_plan(method: str) -> List[Tuple[str, str]]:
     lim = ("lim", "lim_only" + tag)
     return {"plain": [("plain", method)], "bicubic": [("him", "bicubic")], "lim_only": [lim],
             "him_only": [him], "him_lim": [him, lim], "jbim": [him, lim, ("joint", "jbim" + tag)],
-            "ensemble": [him, lim, ("joint", "jbim")]}[base]
+            "ensemble": [him, lim, ("joint", "jbim" + tag)]}[base]
 
 
 def plan_budget(budget_min: float, methods: Sequence[str], datasets: Sequence[str],
@@ -762,7 +764,7 @@ def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
         else:  # jbim and its variants, ensemble
             stages |= {("him", tag), ("lim", tag), ("joint", tag)}
             if base == "ensemble":
-                stages |= {("joint", f"m{m}") for m in ANCHORS[1:]}
+                stages |= {("joint", f"m{m}{tag}") for m in ANCHORS[1:]}
     counts: Dict[str, int] = {}
     for kind, _ in stages:
         counts[kind] = counts.get(kind, 0) + 1

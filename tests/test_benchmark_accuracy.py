@@ -388,3 +388,9 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
     assert accuracy._search_plan("jbim_xstream") == [("him", "him_only_xstream"), ("lim", "lim_only_xstream"),
                                                      ("joint", "jbim_xstream")]
     assert accuracy._stage_counts(["jbim", "jbim_xstream", "lim_only_multiratio"]) == {"him": 2, "lim": 3, "joint": 2}
+    # the ensemble of a variant fuses that variant's anchors (joint stages at m = 1/3, 1/4 of its own)
+    assert runner.method_stages("ensemble_xstream", spec)[:3] == [
+        "joint_m1-2_xs_h2_l3_e4", "joint_m1-3_xs_h2_l3_e4", "joint_m1-4_xs_h2_l3_e4"]
+    assert accuracy._search_plan("ensemble_xstream")[-1] == ("joint", "jbim_xstream")
+    assert accuracy._stage_counts(["ensemble_xstream"]) == {"him": 1, "lim": 1, "joint": 3}
+    assert "ensemble_xstream" not in defaults
