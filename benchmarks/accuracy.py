@@ -148,8 +148,6 @@ VARIANTS = {"": Variant(),
             "xstream": Variant("xs", jbim=(("cross_stream_triplet", True),)),
             "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),)),
             "xstream_resaug": Variant("xsra", resaug=True, jbim=(("cross_stream_triplet", True),))}
-# --methods default: every method but the diagnosis variants, which run only when named
-DEFAULT_METHODS = [m for m in METHODS if not m.endswith(("_xstream", "_multiratio", "_xstream_resaug"))]
 
 
 def _suffix(method: str) -> str:
@@ -157,6 +155,11 @@ def _suffix(method: str) -> str:
 
     The longest matching suffix wins: ``jbim_xstream_resaug`` -> ``xstream_resaug``, not ``resaug``."""
     return max((v for v in VARIANTS if v and method.endswith(f"_{v}")), key=len, default="")
+
+
+REPORTED_VARIANTS = ("", "resaug")  # the rest are diagnosis variants
+# --methods default: every method but the diagnosis variants, which run only when named
+DEFAULT_METHODS = [m for m in METHODS if _suffix(m) in REPORTED_VARIANTS]
 
 
 def _base(method: str) -> str:
