@@ -11,6 +11,7 @@ import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
+from jbim_reid import distributed
 from jbim_reid.config import optimizer_kwargs
 from jbim_reid.engines.sr_engine import SREngine
 from jbim_reid.models.pixel import PixelSpaceSR
@@ -33,6 +34,7 @@ def run_sr_stage(cfg: CN, datamanager, save_dir: str) -> Tuple[SREngine, str]:
     are ``train.*`` (without staged lr: the stage trains one module); epochs, patience and the
     held-out share are ``jbim.sr_max_epoch``, ``jbim.sr_patience`` and ``jbim.sr_holdout``. An SR
     module without parameters (``bicubic``) is only evaluated: nothing to train, no checkpoint.
+    Under torchrun only rank 0 writes, and every rank returns once the checkpoint is on disk.
 
     Args:
         cfg (CfgNode): config.
@@ -64,7 +66,9 @@ def run_sr_stage(cfg: CN, datamanager, save_dir: str) -> Tuple[SREngine, str]:
         print(f"=> jbim.sr '{cfg.jbim.sr}' has no parameters: stage sr only evaluates it")
     results = engine.run(save_dir=save_dir, max_epoch=cfg.jbim.sr_max_epoch, patience=cfg.jbim.sr_patience,
                          print_freq=cfg.train.print_freq)
-    path = osp.join(save_dir, "results.json")
-    write_json({"stage": "sr", "sr": cfg.jbim.sr, **results, "config": yaml.safe_load(cfg.dump())}, path)
-    print(f"=> Results written to '{path}'")
+    if distributed.is_main_process():
+        path = osp.join(save_dir, "results.json")
+        write_json({"stage": "sr", "sr": cfg.jbim.sr, **results, "config": yaml.safe_load(cfg.dump())}, path)
+        print(f"=> Results written to '{path}'")
+    distributed.barrier()  # the other ranks go on to stage him, which reads rank 0's checkpoint
     return engine, results["checkpoint"]

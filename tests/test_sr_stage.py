@@ -112,6 +112,25 @@ def test_stage_sr_with_bicubic_only_evaluates(caviar_root, tmp_path):
     assert not Path(sr_checkpoint_path(str(tmp_path))).exists()
 
 
+def test_stage_sr_under_torchrun_writes_on_rank_0_only_and_waits_for_it(caviar_root, tmp_path, monkeypatch):
+    """Ranks other than 0 train but write nothing, and every rank leaves through the barrier."""
+    from jbim_reid import distributed
+
+    barriers = []
+    monkeypatch.setattr(distributed, "barrier", lambda: barriers.append(distributed.get_rank()))
+    cfg = config(caviar_root, tmp_path, "jbim.sr", "srcnn_915", "jbim.sr_max_epoch", "1")
+    dm = build_datamanager(cfg)
+    monkeypatch.setattr(distributed, "get_rank", lambda: 1)
+    _, checkpoint = run_stage(cfg, dm, "sr", str(tmp_path / "rank1"))
+    assert checkpoint == sr_checkpoint_path(str(tmp_path / "rank1")) and barriers == [1]
+    assert not (tmp_path / "rank1").exists()  # neither the checkpoint, the progress file nor results.json
+    monkeypatch.setattr(distributed, "get_rank", lambda: 0)
+    _, checkpoint = run_stage(cfg, dm, "sr", str(tmp_path / "rank0"))
+    assert barriers == [1, 0] and Path(checkpoint).is_file()
+    assert Path(sr_progress_path(str(tmp_path / "rank0"))).is_file()
+    assert (tmp_path / "rank0" / "results.json").is_file()
+
+
 @pytest.mark.parametrize("opts,match", [
     (["jbim.stage", "sr", "jbim.variant", "lim"], "has no|does not have"),
     (["jbim.train_ratios", "[0.5, 1.5]"], "train_ratios"),

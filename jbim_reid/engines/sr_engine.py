@@ -3,6 +3,11 @@
 F_sr alone learns L_sr (Eq. 2, pixel MSE) on pairs (x^{h2l}, x^h) made from the training set's HR
 images at the anchor's ratio(s); a fixed share of those images is held out, and training stops when
 their PSNR has not risen for ``patience`` epochs. The best epoch's weights are kept.
+
+Under ``torchrun`` every rank trains the same small module on the same data with the same seed
+(no collective calls, so no rank waits out ``train.dist_timeout`` for another's SR training) and
+only rank 0 writes; ``jbim_reid.sr_stage.run_sr_stage`` holds the ranks at a barrier until its
+checkpoint is on disk, and stage ``him`` reads that one file on every rank.
 """
 import copy
 import os.path as osp
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 import torchreid
 from torch.utils.data import DataLoader, Dataset
 
+from jbim_reid import distributed
 from jbim_reid.datasets.base import read_image
 from jbim_reid.ensemble import ratio_label
 from jbim_reid.engines.jbim_engine import rng_state, set_rng_state
@@ -213,12 +219,15 @@ class SREngine(torchreid.engine.Engine):
         return self.evaluate()["psnr_sr"]
 
     def save_model(self, epoch: int, psnr_sr: float, save_dir: str, is_best: bool = False) -> str:
-        """Write the model's state (keys ``sr.*``) to :func:`sr_checkpoint_path` atomically.
+        """Write the model's state (keys ``sr.*``) to :func:`sr_checkpoint_path` atomically (rank 0
+        only under torchrun).
 
         Returns:
             str: the checkpoint's path.
         """
         path = sr_checkpoint_path(save_dir)
+        if not distributed.is_main_process():
+            return path
         save_torch_file({"state_dict": self.model.state_dict(), "epoch": int(epoch),
                          "psnr": float(psnr_sr), "stage": "sr", **self.checkpoint_info}, path)
         return path
@@ -226,7 +235,9 @@ class SREngine(torchreid.engine.Engine):
     def _save_progress(self, save_dir: str, history: list, seconds: list, best: float, best_epoch: int,
                        stale: int, best_state: dict) -> None:
         """State after epoch ``self.epoch + 1`` (weights, optimizer, early-stopping counters, random
-        state), written atomically, so that a crash costs at most the epoch under way."""
+        state), written atomically (by rank 0), so that a crash costs at most the epoch under way."""
+        if not distributed.is_main_process():
+            return
         save_torch_file({"epoch": self.epoch + 1, "state_dict": self.model.state_dict(),
                          "optimizer": self.optimizer.state_dict(), "best_state": best_state,
                          "best": float(best), "best_epoch": int(best_epoch), "stale": int(stale),
