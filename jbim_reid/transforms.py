@@ -26,7 +26,7 @@ import torchreid
 from PIL import Image
 
 __all__ = ["RandomResolution", "DEFAULT_RANGE", "NAME", "resolution_aug_range", "current_range",
-           "check_range", "install"]
+           "check_range", "without_random_resolution", "install"]
 
 NAME = "random_resolution"  # the name in data.transforms / ImageDataManager(transforms=...)
 DEFAULT_RANGE: Tuple[float, float] = (0.25, 1.0)
@@ -85,6 +85,16 @@ def resolution_aug_range(value: Sequence[float]) -> Iterator[Tuple[float, float]
         yield _range[-1]
     finally:
         _range.pop()
+
+
+def without_random_resolution(transform: Callable) -> Callable:
+    """``transform`` (a torchvision ``Compose``) without its ``RandomResolution`` steps, as a new
+    ``Compose``; ``transform`` itself is left as it is. For the targets of SR pre-training, which
+    must be the genuine HR images."""
+    steps = getattr(transform, "transforms", None)
+    if steps is None or not any(isinstance(t, RandomResolution) for t in steps):
+        return transform
+    return type(transform)([t for t in steps if not isinstance(t, RandomResolution)])
 
 
 def _with_random_resolution(build: Callable) -> Callable:

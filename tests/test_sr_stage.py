@@ -112,6 +112,22 @@ def test_stage_sr_with_bicubic_only_evaluates(caviar_root, tmp_path):
     assert not Path(sr_checkpoint_path(str(tmp_path))).exists()
 
 
+def test_sr_targets_are_never_resolution_augmented(caviar_root, tmp_path):
+    """With ``random_resolution`` in ``data.transforms`` the re-id streams get it, SR's HR targets not."""
+    from jbim_reid.transforms import RandomResolution
+
+    cfg = config(caviar_root, tmp_path, "data.transforms", "['random_flip', 'random_resolution']")
+    dm = build_datamanager(cfg)
+    steps = dm.transform_tr.transforms
+    assert isinstance(steps[0], RandomResolution)
+    model = PixelSpaceSR(build_sr("srcnn_915"))
+    engine = SREngine(dm, model, torch.optim.Adam(model.parameters()), batch_size=8)
+    sr_steps = engine.train_loader.dataset.transform.transforms
+    assert not any(isinstance(t, RandomResolution) for t in sr_steps)
+    assert [type(t) for t in sr_steps] == [type(t) for t in steps[1:]]
+    assert dm.transform_tr.transforms is steps and isinstance(steps[0], RandomResolution)  # left as it was
+
+
 def test_stage_sr_under_torchrun_writes_on_rank_0_only_and_waits_for_it(caviar_root, tmp_path, monkeypatch):
     """Ranks other than 0 train but write nothing, and every rank leaves through the barrier."""
     from jbim_reid import distributed

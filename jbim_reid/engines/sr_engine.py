@@ -29,6 +29,7 @@ from jbim_reid.fileio import CheckpointError, load_torch_file, save_torch_file
 from jbim_reid.metrics.image_quality import psnr, ssim
 from jbim_reid.models.jbim import synthesize_lr
 from jbim_reid.models.pixel import PixelSpaceSR
+from jbim_reid.transforms import without_random_resolution
 
 __all__ = ["SREngine", "HRImages", "hr_train_paths", "split_holdout", "sr_checkpoint_path", "sr_progress_path"]
 
@@ -149,7 +150,8 @@ class SREngine(torchreid.engine.Engine):
         dataset = datamanager.train_loader.dataset
         train_paths, held_out = split_holdout(hr_train_paths(dataset), holdout)
         self.train_loader = DataLoader(
-            HRImages(train_paths, datamanager.transform_tr), batch_size=batch_size, shuffle=True,
+            # the HR images are SR's targets: flips and crops, but never random_resolution
+            HRImages(train_paths, without_random_resolution(datamanager.transform_tr)), batch_size=batch_size, shuffle=True,
             drop_last=len(train_paths) > batch_size, num_workers=workers, pin_memory=self.use_gpu)
         self.holdout_loader = DataLoader(HRImages(held_out, datamanager.transform_te),
                                          batch_size=batch_size, shuffle=False, num_workers=workers)
