@@ -394,3 +394,22 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
     assert accuracy._search_plan("ensemble_xstream")[-1] == ("joint", "jbim_xstream")
     assert accuracy._stage_counts(["ensemble_xstream"]) == {"him": 1, "lim": 1, "joint": 3}
     assert "ensemble_xstream" not in defaults
+
+
+def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy, data_tree):
+    """``configs/mlr_viper/jbim_xstream_resaug_mobilenetv2_cpu.yaml`` trains what the README's MLR-VIPeR
+    row ``jbim_xstream_resaug`` measured: every key equal but where data, weights and logs live."""
+    from pathlib import Path
+
+    from jbim_reid.cli import load_config
+
+    path = Path(__file__).parent.parent / "configs" / "mlr_viper" / "jbim_xstream_resaug_mobilenetv2_cpu.yaml"
+    args = accuracy.parse_args(["--data-root", str(data_tree), "--datasets", "mlr_viper", "--weights", "none",
+                                "--sr", "espcn", "--sr-epochs", "20", "--sr-patience", "5", "--epochs", "12"])
+    benchmarked = accuracy._with(accuracy.build_config(args, "mlr_viper", 0), 12, "xstream_resaug")
+    config = load_config(str(path))
+    config.defrost()
+    for key in ("data.root", "data.save_dir", "model.pretrained"):
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, getattr(getattr(benchmarked, section), name))
+    assert config == benchmarked
