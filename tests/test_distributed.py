@@ -170,6 +170,9 @@ def test_two_ranks_train_every_stage_and_write_one_set_of_outputs(two_rank_run):
         assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard only
         assert json.loads((folder / "results.json").read_text())["stage"] == stage
     assert json.loads((save_dir / "results.json").read_text())["stage"] == "all"
+    sr = save_dir / "stage_sr"  # every rank trains the SR module, rank 0 alone writes it
+    assert sorted(p.name for p in (sr / "model").iterdir()) == ["sr_best.pth.tar", "sr_last.pth.tar"]
+    assert json.loads((sr / "results.json").read_text())["stage"] == "sr"
     assert "torch.distributed: 2 ranks, backend gloo" in out
     assert out.count("Checkpoint saved to") == 3  # printed once per stage: rank 1 prints nothing
 
