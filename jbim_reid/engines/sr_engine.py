@@ -149,9 +149,10 @@ class SREngine(torchreid.engine.Engine):
         self.checkpoint_info = dict(checkpoint_info or {})
         dataset = datamanager.train_loader.dataset
         train_paths, held_out = split_holdout(hr_train_paths(dataset), holdout)
+        # the HR images are SR's targets: flips and crops, but never random_resolution
+        transform_tr = without_random_resolution(datamanager.transform_tr)
         self.train_loader = DataLoader(
-            # the HR images are SR's targets: flips and crops, but never random_resolution
-            HRImages(train_paths, without_random_resolution(datamanager.transform_tr)), batch_size=batch_size, shuffle=True,
+            HRImages(train_paths, transform_tr), batch_size=batch_size, shuffle=True,
             drop_last=len(train_paths) > batch_size, num_workers=workers, pin_memory=self.use_gpu)
         self.holdout_loader = DataLoader(HRImages(held_out, datamanager.transform_te),
                                          batch_size=batch_size, shuffle=False, num_workers=workers)
