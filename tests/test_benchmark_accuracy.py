@@ -2,12 +2,15 @@
 import json
 import math
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from benchmark_scripts import load_benchmark
 from synthetic import make_caviar, make_viper
+
+from jbim_reid.cli import load_config
 
 
 @pytest.fixture(scope="module")
@@ -399,10 +402,6 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
 def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy, data_tree):
     """``configs/mlr_viper/jbim_xstream_resaug_mobilenetv2_cpu.yaml`` trains what the README's MLR-VIPeR
     row ``jbim_xstream_resaug`` measured: every key equal but where data, weights and logs live."""
-    from pathlib import Path
-
-    from jbim_reid.cli import load_config
-
     path = Path(__file__).parent.parent / "configs" / "mlr_viper" / "jbim_xstream_resaug_mobilenetv2_cpu.yaml"
     args = accuracy.parse_args(["--data-root", str(data_tree), "--datasets", "mlr_viper", "--weights", "none",
                                 "--sr", "espcn", "--sr-epochs", "20", "--sr-patience", "5", "--epochs", "12"])

@@ -7,11 +7,13 @@ import pytest
 import torch
 from synthetic import make_caviar
 
+from jbim_reid import distributed
 from jbim_reid.cli import ConfigError, build_datamanager, build_model, load_config, main, run_stage
 from jbim_reid.engines import SREngine, sr_checkpoint_path
 from jbim_reid.engines.sr_engine import split_holdout, sr_progress_path
 from jbim_reid.metrics import psnr, ssim
 from jbim_reid.models import PixelSpaceSR, build_sr
+from jbim_reid.transforms import RandomResolution
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 TINY = ["data.height", "32", "data.width", "16", "train.batch_size", "8", "sampler.num_instances", "2",
@@ -114,8 +116,6 @@ def test_stage_sr_with_bicubic_only_evaluates(caviar_root, tmp_path):
 
 def test_sr_targets_are_never_resolution_augmented(caviar_root, tmp_path):
     """With ``random_resolution`` in ``data.transforms`` the re-id streams get it, SR's HR targets not."""
-    from jbim_reid.transforms import RandomResolution
-
     cfg = config(caviar_root, tmp_path, "data.transforms", "['random_flip', 'random_resolution']")
     dm = build_datamanager(cfg)
     steps = dm.transform_tr.transforms
@@ -130,8 +130,6 @@ def test_sr_targets_are_never_resolution_augmented(caviar_root, tmp_path):
 
 def test_stage_sr_under_torchrun_writes_on_rank_0_only_and_waits_for_it(caviar_root, tmp_path, monkeypatch):
     """Ranks other than 0 train but write nothing, and every rank leaves through the barrier."""
-    from jbim_reid import distributed
-
     barriers = []
     monkeypatch.setattr(distributed, "barrier", lambda: barriers.append(distributed.get_rank()))
     cfg = config(caviar_root, tmp_path, "jbim.sr", "srcnn_915", "jbim.sr_max_epoch", "1")
