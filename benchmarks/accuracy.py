@@ -25,8 +25,8 @@ with ``jbim.cross_stream_triplet True`` (one triplet over a branch's streams, so
 the HR feature of the same person; ``lim_only``, ``him_only``, ``jbim``), and ``jbim_multiratio``
 trains HIM, LIM and the joint stage with ``jbim.train_ratios [1/2, 1/3, 1/4]`` drawn per image
 (stage ``sr`` stays the shared one at m = 1/2); ``jbim_xstream_resaug`` combines the cross-stream
-triplet with ``random_resolution`` in every stage; ``ensemble_xstream`` is the 3-anchor ensemble of
-cross-stream anchors.
+triplet with ``random_resolution`` in every stage, ``jbim_xstream_multiratio`` with the three
+training ratios; ``ensemble_xstream`` is the 3-anchor ensemble of cross-stream anchors.
 
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
@@ -147,7 +147,9 @@ VARIANTS = {"": Variant(),
             "resaug": Variant("ra", resaug=True),
             "xstream": Variant("xs", jbim=(("cross_stream_triplet", True),)),
             "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),)),
-            "xstream_resaug": Variant("xsra", resaug=True, jbim=(("cross_stream_triplet", True),))}
+            "xstream_resaug": Variant("xsra", resaug=True, jbim=(("cross_stream_triplet", True),)),
+            "xstream_multiratio": Variant("xsmr", jbim=(("cross_stream_triplet", True),
+                                                        ("train_ratios", list(ANCHORS))))}
 
 
 def _suffix(method: str) -> str:

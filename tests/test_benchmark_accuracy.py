@@ -355,9 +355,11 @@ def test_stage_epochs_pin_kinds_and_plateau_searches_only_the_others(accuracy, d
 def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy, data_tree, monkeypatch, tmp_path):
     monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
     defaults = accuracy.parse_args([]).methods
-    assert "jbim_xstream" not in defaults and "jbim_xstream_resaug" not in defaults  # run only when named
+    for variant in ("jbim_xstream", "jbim_xstream_resaug", "jbim_xstream_multiratio"):
+        assert variant not in defaults  # run only when named
     args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--sr-epochs", "0", "--methods",
-                                "jbim,jbim_xstream,jbim_multiratio,lim_only_xstream,jbim_resaug,jbim_xstream_resaug",
+                                "jbim,jbim_xstream,jbim_multiratio,lim_only_xstream,jbim_resaug,jbim_xstream_resaug,"
+                                "jbim_xstream_multiratio",
                                 "--batch-size", "8"])
     trained = {}
 
@@ -384,9 +386,12 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
         "him_m1-2_ra_e2": ("him", False, [], True), "lim_ra_e3": ("lim", False, [], True),
         "joint_m1-2_ra_h2_l3_e4": ("joint", False, [], True),
         "him_m1-2_xsra_e2": ("him", True, [], True), "lim_xsra_e3": ("lim", True, [], True),
-        "joint_m1-2_xsra_h2_l3_e4": ("joint", True, [], True)}
+        "joint_m1-2_xsra_h2_l3_e4": ("joint", True, [], True),
+        "him_m1-2_xsmr_e2": ("him", True, ratios, False), "lim_xsmr_e3": ("lim", True, ratios, False),
+        "joint_m1-2_xsmr_h2_l3_e4": ("joint", True, ratios, False)}
     assert accuracy._suffix("jbim_xstream_resaug") == "xstream_resaug"  # the longest suffix, not "resaug"
     assert accuracy._base("jbim_xstream_resaug") == "jbim"
+    assert accuracy._suffix("jbim_xstream_multiratio") == "xstream_multiratio"
     assert runner.method_stages("jbim_xstream", spec) == ["joint_m1-2_xs_h2_l3_e4", "him_m1-2_xs_e2", "lim_xs_e3"]
     assert accuracy._search_plan("jbim_xstream") == [("him", "him_only_xstream"), ("lim", "lim_only_xstream"),
                                                      ("joint", "jbim_xstream")]
