@@ -20,13 +20,13 @@ import contextlib
 import functools
 import importlib
 import random
-from typing import Callable, Iterator, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import torchreid
 from PIL import Image
 
 __all__ = ["RandomResolution", "DEFAULT_RANGE", "NAME", "resolution_aug_range", "current_range",
-           "check_range", "without_random_resolution", "install"]
+           "check_range", "without_random_resolution", "split_leading_random_resolution", "install"]
 
 NAME = "random_resolution"  # the name in data.transforms / ImageDataManager(transforms=...)
 DEFAULT_RANGE: Tuple[float, float] = (0.25, 1.0)
@@ -95,6 +95,18 @@ def without_random_resolution(transform: Callable) -> Callable:
     if steps is None or not any(isinstance(t, RandomResolution) for t in steps):
         return transform
     return type(transform)([t for t in steps if not isinstance(t, RandomResolution)])
+
+
+def split_leading_random_resolution(transform: Callable) -> Tuple[Optional["RandomResolution"], Callable]:
+    """``(step, rest)``: the ``RandomResolution`` that opens ``transform`` (a torchvision ``Compose``)
+    and the steps after it as a new ``Compose``; ``(None, transform)`` when it does not open with one.
+
+    A dataset runs ``step`` on the image as read (its ratio is of the genuine size) and ``rest`` after
+    its own LR upscale; ``transform`` itself is left as it is."""
+    steps = getattr(transform, "transforms", None)
+    if not steps or not isinstance(steps[0], RandomResolution):
+        return None, transform
+    return steps[0], type(transform)(list(steps[1:]))
 
 
 def _with_random_resolution(build: Callable) -> Callable:

@@ -14,7 +14,7 @@ from jbim_reid.cli import ConfigError, build_datamanager
 from jbim_reid.config import get_default_config
 from jbim_reid.datasets import CAVIAR, protocol_overrides
 from jbim_reid.transforms import (DEFAULT_RANGE, RandomResolution, current_range,
-                                  resolution_aug_range)
+                                  resolution_aug_range, split_leading_random_resolution)
 
 
 def _image(h=40, w=16, seed=0):
@@ -114,6 +114,27 @@ def test_dataset_applies_it_to_the_genuine_lr_image_before_the_upscale(tmp_path)
         raw = im.convert("RGB")
     expected = RandomResolution.apply(raw, 0.5).resize((40, 96), Image.BICUBIC)
     assert torch.allclose(item["img"], T.ToTensor()(expected))
+
+
+def test_split_takes_only_a_leading_step_and_leaves_the_transform_alone():
+    transform = _fixed(0.5)
+    step, rest = split_leading_random_resolution(transform)
+    assert step is transform.transforms[0] and len(transform.transforms) == 3
+    assert [type(t) for t in rest.transforms] == [T.Resize, T.ToTensor]
+    later = T.Compose([T.Resize((96, 40)), RandomResolution((0.5, 0.5)), T.ToTensor()])
+    assert split_leading_random_resolution(later) == (None, later)
+    assert split_leading_random_resolution(None) == (None, None)
+
+
+def test_dataset_follows_a_replaced_transform(tmp_path):
+    root = synthetic.make_caviar(tmp_path)
+    ds = CAVIAR(root=root, cache_dir=tmp_path / "c", verbose=False, mode="query", transform=_fixed(0.25))
+    blurred = ds[0]["img"]
+    ds.transform = _fixed(1.0)
+    with Image.open(ds[0]["impath"]) as im:
+        raw = im.convert("RGB")
+    assert torch.allclose(ds[0]["img"], T.ToTensor()(raw.resize((40, 96), Image.BICUBIC)))
+    assert not torch.allclose(ds[0]["img"], blurred)
 
 
 def test_both_views_of_a_pair_get_it(tmp_path):

@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 
 from jbim_reid.ensemble import ratio_label
-from jbim_reid.transforms import RandomResolution
+from jbim_reid.transforms import split_leading_random_resolution
 
 __all__ = ["CrossResolutionDataset", "genuine_size", "read_image"]
 
@@ -64,6 +64,7 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
         self.lr_ratios: Dict[str, float] = dict(lr_ratios or {})
         self.pair_views = pair_views
         self._partners = None
+        self._split = (None, None, None)  # (transform, its leading RandomResolution, the rest)
         super().__init__(train, query, gallery, **kwargs)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
@@ -81,12 +82,12 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
     def _load(self, impath: str):
         raw = read_image(impath)
         hw = torch.LongTensor([raw.height, raw.width])
-        transform = self.transform
-        steps = list(getattr(transform, "transforms", ()))
-        if steps and isinstance(steps[0], RandomResolution):
+        if self._split[0] is not self.transform:  # split once per transform, not per image
+            self._split = (self.transform, *split_leading_random_resolution(self.transform))
+        _, resolution_step, transform = self._split
+        if resolution_step is not None:
             # the ratio is of the genuine size, so it runs before the LR upscale below
-            raw = steps[0](raw)
-            transform = torchvision.transforms.Compose(steps[1:])
+            raw = resolution_step(raw)
         size = self._network_size()
         if size is not None and impath in self.lr_paths:
             # JBIM feeds LR images bicubic-upscaled (as the synthetic LR stream is); torchreid's
