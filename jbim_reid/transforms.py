@@ -97,7 +97,7 @@ def without_random_resolution(transform: Callable) -> Callable:
     return type(transform)([t for t in steps if not isinstance(t, RandomResolution)])
 
 
-def split_leading_random_resolution(transform: Callable) -> Tuple[Optional["RandomResolution"], Callable]:
+def split_leading_random_resolution(transform: Callable) -> Tuple[Optional[RandomResolution], Callable]:
     """``(step, rest)``: the ``RandomResolution`` that opens ``transform`` (a torchvision ``Compose``)
     and the steps after it as a new ``Compose``; ``(None, transform)`` when it does not open with one.
 
