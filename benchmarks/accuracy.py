@@ -143,13 +143,14 @@ class Variant:
     jbim: Tuple[Tuple[str, object], ...] = ()
 
 
+_XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
+_MULTIRATIO = (("train_ratios", list(ANCHORS)),)
 VARIANTS = {"": Variant(),
             "resaug": Variant("ra", resaug=True),
-            "xstream": Variant("xs", jbim=(("cross_stream_triplet", True),)),
-            "multiratio": Variant("mr", jbim=(("train_ratios", list(ANCHORS)),)),
-            "xstream_resaug": Variant("xsra", resaug=True, jbim=(("cross_stream_triplet", True),)),
-            "xstream_multiratio": Variant("xsmr", jbim=(("cross_stream_triplet", True),
-                                                        ("train_ratios", list(ANCHORS))))}
+            "xstream": Variant("xs", jbim=_XSTREAM),
+            "multiratio": Variant("mr", jbim=_MULTIRATIO),
+            "xstream_resaug": Variant("xsra", resaug=True, jbim=_XSTREAM),
+            "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO)}
 
 
 def _suffix(method: str) -> str:
