@@ -26,7 +26,9 @@ the HR feature of the same person; ``lim_only``, ``him_only``, ``jbim``), and ``
 trains HIM, LIM and the joint stage with ``jbim.train_ratios [1/2, 1/3, 1/4]`` drawn per image
 (stage ``sr`` stays the shared one at m = 1/2); ``jbim_xstream_resaug`` combines the cross-stream
 triplet with ``random_resolution`` in every stage, ``jbim_xstream_multiratio`` with the three
-training ratios; ``ensemble_xstream`` is the 3-anchor ensemble of cross-stream anchors.
+training ratios; ``ensemble_xstream`` is the 3-anchor ensemble of cross-stream anchors;
+``jbim_genuine`` trains every stage (its own stage ``sr`` too) at m = the median genuine ratio of the
+split's training LR images to its HR images (``CrossResolutionDataset.lr_ratio``) instead of 1/2.
 
 What methods share is trained once per split: stage-1 HIM (m = 1/2) and LIM serve ``lim_only``,
 ``him_only``, ``him_lim`` and the start of every joint stage. The anchors m = 1/3 and 1/4 get either
@@ -135,12 +137,15 @@ class Variant:
     """How a ``<base>_<suffix>`` method trains differently from ``<base>``.
 
     ``tag`` marks its stages' names (stages are shared only within one variant); ``resaug`` adds
-    ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage.
+    ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage;
+    ``genuine_ratio`` sets every stage's synthetic-LR ratio ``jbim.ratio`` to the split's measured genuine
+    ratio of its training LR images (:meth:`SplitRunner.variant_ratio`) instead of 1/2.
     """
 
     tag: str = ""
     resaug: bool = False
     jbim: Tuple[Tuple[str, object], ...] = ()
+    genuine_ratio: bool = False
 
 
 _XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
@@ -150,7 +155,8 @@ VARIANTS = {"": Variant(),
             "xstream": Variant("xs", jbim=_XSTREAM),
             "multiratio": Variant("mr", jbim=_MULTIRATIO),
             "xstream_resaug": Variant("xsra", resaug=True, jbim=_XSTREAM),
-            "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO)}
+            "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO),
+            "genuine": Variant("gr", genuine_ratio=True)}
 
 
 def _suffix(method: str) -> str:
@@ -486,9 +492,23 @@ class SplitRunner:
             self.stage_records[name] = stage.record()
         return stage
 
-    def him(self, epochs: int, ratio: float = ANCHORS[0], variant: str = "") -> Stage:
-        """Stage-1 HIM (SR + HIM, L_HIM) trained with synthetic LR of ratio ``ratio``, its SR module
-        initialised by stage ``sr`` at that ratio; ``variant``: a key of :data:`VARIANTS`."""
+    def variant_ratio(self, variant: str = "") -> float:
+        """JBIM's ratio m in ``variant``'s stages: 1/2, or for a ``genuine_ratio`` variant the median genuine
+        ratio of the split's training LR images to its HR images (``CrossResolutionDataset.lr_ratio``),
+        rounded to 2 decimals so that stage names stay stable."""
+        if not VARIANTS[variant].genuine_ratio:
+            return ANCHORS[0]
+        ratio = self.datamanager().train_loader.dataset.lr_ratio()
+        if ratio is None:
+            raise RuntimeError(f"{self.dataset}: the training set has no LR or no HR images, so a matched "
+                               "ratio cannot be measured")
+        return round(ratio, 2)
+
+    def him(self, epochs: int, ratio: Optional[float] = None, variant: str = "") -> Stage:
+        """Stage-1 HIM (SR + HIM, L_HIM) trained with synthetic LR of ratio ``ratio`` (default: the
+        variant's, :meth:`variant_ratio`), its SR module initialised by stage ``sr`` at that ratio;
+        ``variant``: a key of :data:`VARIANTS`."""
+        ratio = self.variant_ratio(variant) if ratio is None else ratio
         sr = self.sr(ratio)
         return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
                                 f"SR + HIM, m={ratio_label(ratio)}{_described(variant)}",
@@ -497,10 +517,12 @@ class SplitRunner:
                                 deps=(self._name(sr),) if sr else ())
 
     def lim(self, epochs: int, variant: str = "") -> Stage:
-        """Stage-1 LIM (L_LIM) with synthetic LR of ratio 1/2; shared by every anchor."""
+        """Stage-1 LIM (L_LIM) with synthetic LR of the variant's ratio (1/2 unless ``genuine_ratio``);
+        shared by every anchor."""
+        ratio = self.variant_ratio(variant)
         return self._jbim_stage(_stage_name("lim", None, variant, e=epochs),
-                                f"LIM, m={ratio_label(ANCHORS[0])}{_described(variant)}",
-                                _with(self.cfg, epochs, variant), "lim", "lim", suffix=variant)
+                                f"LIM, m={ratio_label(ratio)}{_described(variant)}",
+                                _with(self.cfg, epochs, variant, ratio=ratio), "lim", "lim", suffix=variant)
 
     def bicubic(self, epochs: int) -> Stage:
         """HIM with bicubic upscaling instead of learned SR and no SR loss."""
@@ -517,9 +539,11 @@ class SplitRunner:
     def _name(self, stage: Stage) -> str:
         return next(n for n, s in self.stages.items() if s is stage)
 
-    def joint(self, spec: Mapping[str, int], ratio: float = ANCHORS[0], variant: str = "") -> Stage:
-        """The joint stage at ratio ``ratio`` from stage-1 HIM and LIM (a fresh FFN)."""
-        him_ratio = ratio if self.anchor_training == "him_joint" else ANCHORS[0]
+    def joint(self, spec: Mapping[str, int], ratio: Optional[float] = None, variant: str = "") -> Stage:
+        """The joint stage at ratio ``ratio`` (default: the variant's) from stage-1 HIM and LIM (a
+        fresh FFN)."""
+        ratio = self.variant_ratio(variant) if ratio is None else ratio
+        him_ratio = ratio if self.anchor_training == "him_joint" else self.variant_ratio(variant)
         him, lim = self.him(spec["him"], him_ratio, variant), self.lim(spec["lim"], variant)
         him_name, lim_name = self._name(him), self._name(lim)
         name = _stage_name("joint", ratio, variant, h=spec["him"], l=spec["lim"], e=spec["joint"])
@@ -560,9 +584,9 @@ class SplitRunner:
             return [self.joint(spec, m, variant) for m in ANCHORS]
         return [{"bicubic": lambda: self.bicubic(spec["him"]),
                  "lim_only": lambda: self.lim(spec["lim"], variant),
-                 "him_only": lambda: self.him(spec["him"], ANCHORS[0], variant),
+                 "him_only": lambda: self.him(spec["him"], None, variant),
                  "him_lim": lambda: self.him_lim(spec),
-                 "jbim": lambda: self.joint(spec, ANCHORS[0], variant)}[base]()]
+                 "jbim": lambda: self.joint(spec, None, variant)}[base]()]
 
     def method(self, method: str, spec: Mapping[str, int]) -> dict:
         """Evaluation results of ``method`` (a key of :data:`METHODS`) at ``spec``."""
@@ -982,7 +1006,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "of --budget-min")
     parser.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default: all but the "
-                             "diagnosis variants *_xstream, *_multiratio)")
+                             "diagnosis variants *_xstream, *_multiratio, *_genuine)")
     parser.add_argument("--anchor-training", choices=("joint", "him_joint"), default="joint",
                         help="anchors m=1/3, 1/4 of the ensemble: only a joint stage each from the shared "
                              "stage-1 HIM (m=1/2) and LIM (default), or their own HIM stage and a joint "

@@ -44,6 +44,7 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "jbim_xstream_resaug": "JBIM + cross-stream triplet + random resolution",
     "jbim_xstream_multiratio": "JBIM + cross-stream triplet, train ratios 1/2, 1/3, 1/4",
     "ensemble_xstream": "JBIM 3-anchor ensemble + cross-stream triplet",
+    "jbim_genuine": "JBIM, ratio m = the training LR's genuine ratio",
 }
 
 

@@ -359,14 +359,15 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
         assert variant not in defaults  # run only when named
     args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--sr-epochs", "0", "--methods",
                                 "jbim,jbim_xstream,jbim_multiratio,lim_only_xstream,jbim_resaug,jbim_xstream_resaug,"
-                                "jbim_xstream_multiratio",
+                                "jbim_xstream_multiratio,jbim_genuine",
                                 "--batch-size", "8"])
-    trained = {}
+    trained, used_ratio = {}, {}
 
     def fake_run_stage(cfg, datamanager, stage, save_dir, *args, **kwargs):
         name = os.path.basename(save_dir)
         trained[name] = (stage, cfg.jbim.cross_stream_triplet, list(cfg.jbim.train_ratios),
                          "random_resolution" in cfg.data.transforms)
+        used_ratio[name] = cfg.jbim.ratio
         return SimpleNamespace(last_results={"caviar": {"stage": name}}), save_dir
 
     monkeypatch.setattr(accuracy, "run_stage", fake_run_stage)
@@ -388,7 +389,13 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
         "him_m1-2_xsra_e2": ("him", True, [], True), "lim_xsra_e3": ("lim", True, [], True),
         "joint_m1-2_xsra_h2_l3_e4": ("joint", True, [], True),
         "him_m1-2_xsmr_e2": ("him", True, ratios, False), "lim_xsmr_e3": ("lim", True, ratios, False),
-        "joint_m1-2_xsmr_h2_l3_e4": ("joint", True, ratios, False)}
+        "joint_m1-2_xsmr_h2_l3_e4": ("joint", True, ratios, False),
+        # genuine: m = the training LR's genuine ratio, sqrt(40*16 / (96*40)) = 0.41 in the fixture
+        "him_m0.41_gr_e2": ("him", False, [], False), "lim_gr_e3": ("lim", False, [], False),
+        "joint_m0.41_gr_h2_l3_e4": ("joint", False, [], False)}
+    assert {n: r for n, r in used_ratio.items() if "_gr_" in n} == {
+        "him_m0.41_gr_e2": 0.41, "lim_gr_e3": 0.41, "joint_m0.41_gr_h2_l3_e4": 0.41}
+    assert all(r == 0.5 for n, r in used_ratio.items() if "_gr_" not in n)
     assert accuracy._suffix("jbim_xstream_resaug") == "xstream_resaug"  # the longest suffix, not "resaug"
     assert accuracy._base("jbim_xstream_resaug") == "jbim"
     assert accuracy._suffix("jbim_xstream_multiratio") == "xstream_multiratio"

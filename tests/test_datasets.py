@@ -139,6 +139,16 @@ def test_caviar_split(tmp_path, underscore):
     assert item["hw"].tolist() == list(genuine_size(item["impath"]))
 
 
+def test_lr_ratio_is_the_median_genuine_ratio_of_lr_to_hr_items(tmp_path):
+    root = synthetic.make_caviar(tmp_path, num_two_cam=6, num_one_cam=2, hr_size=(96, 40), lr_size=(48, 20))
+    ds = CAVIAR(root=root, split_id=0, cache_dir=tmp_path / "c", verbose=False)
+    assert ds.lr_ratio() == pytest.approx(0.5)  # train: LR 48x20 against HR 96x40
+    assert ds.lr_ratio(ds.query + ds.gallery) == pytest.approx(0.5)
+    assert ds.lr_ratio(ds.gallery) is None  # no LR side
+    hr_only = [it for it in ds.train if it[0] not in ds.lr_paths]
+    assert ds.lr_ratio(hr_only) is None
+
+
 def test_caviar_train_test_disjoint(tmp_path):
     root = synthetic.make_caviar(tmp_path)
     ds = CAVIAR(root=root, cache_dir=tmp_path / "c", verbose=False)

@@ -4,12 +4,13 @@ from collections import Counter, defaultdict
 from fractions import Fraction
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 import torchreid
 import torchvision
 from PIL import Image
 
-from jbim_reid.ensemble import ratio_label
+from jbim_reid.ensemble import ratio_label, resolution_ratios
 from jbim_reid.transforms import split_leading_random_resolution
 
 __all__ = ["CrossResolutionDataset", "genuine_size", "read_image"]
@@ -130,6 +131,20 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
                 ratio = self.lr_ratios.get(impath)
                 counts[ratio_label(ratio) if ratio is not None else "genuine"] += 1
         return dict(sorted(counts.items(), key=lambda kv: -Fraction(kv[0]) if "/" in kv[0] else 0))
+
+    def lr_ratio(self, items=None) -> Optional[float]:
+        """Median genuine resolution ratio ``r`` of the LR items of ``items`` (default: train) to its HR items.
+
+        ``r = sqrt(A_lr / mean HR area)`` per LR image from on-disk sizes, as the ensemble weighs probes
+        (:func:`jbim_reid.ensemble.resolution_ratios`), so a synthetic-LR ratio ``jbim.ratio`` set to it
+        reaches the LR camera's resolution. None when ``items`` lacks either side.
+        """
+        items = self.train if items is None else items
+        lr = [genuine_size(it[0]) for it in items if it[0] in self.lr_paths]
+        hr = [genuine_size(it[0]) for it in items if it[0] not in self.lr_paths]
+        if not lr or not hr:
+            return None
+        return float(np.median(resolution_ratios(lr, hr)))
 
     def mean_genuine_area(self, items) -> float:
         """Mean ``h * w`` (header sizes) over ``items``; 0.0 when empty."""
