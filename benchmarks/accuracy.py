@@ -94,114 +94,32 @@ from jbim_reid.engines import JBIMEngine
 from jbim_reid.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import SR_MODELS, load_jbim_checkpoint
-from jbim_reid.reports import (ACCURACY_METHODS, paired_gain, rank_results, read_json, summarize_splits,
-                               write_json)
+from jbim_reid.reports import rank_results, read_json, summarize_splits, write_json
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import results_markdown  # noqa: E402  (benchmarks/report.py, beside this script)
+from accuracy_budget import COSTS, STAGE_OVERHEAD_S, measured_costs, plan_budget  # noqa: E402  (beside this script)
+from accuracy_methods import (ANCHORS, DEFAULT_METHODS, KINDS, METHODS, VARIANTS, base_of,  # noqa: E402
+                              described, is_resaug, method_kinds, search_plan, spec_label, stage_counts,
+                              variant_of)
+from accuracy_plateau import (PLATEAU_GROWTH, PLATEAU_METRICS, next_epochs, ordering_verdict,  # noqa: E402
+                              plateau_search, plateau_step)
+from report import results_markdown  # noqa: E402
 
+# the script's API, with what it takes from its helper modules beside it (tests and users call them here)
 __all__ = ["METHODS", "ANCHORS", "DEFAULTS", "PAPER", "COSTS", "PlainFeatures", "SplitRunner", "Records",
-           "build_config", "ordering_verdict", "plateau_search", "plan_budget", "parse_args", "run", "main"]
+           "build_config", "ordering_verdict", "plateau_search", "plateau_step", "next_epochs", "plan_budget",
+           "measured_costs", "STAGE_OVERHEAD_S", "stage_counts", "search_plan", "base_of", "variant_of",
+           "DEFAULT_METHODS", "parse_args", "run", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "weights" / "mobilenetv2_x1_0_imagenet.pth"
 
-METHODS = ACCURACY_METHODS  # --methods key -> row label of the table (table and run order)
-# Stage kinds whose epochs each method needs (an "epoch spec" maps these kinds to epochs)
-KINDS = ("plain", "him", "lim", "joint")
-_BASE_KINDS = {"plain": ("plain",), "bicubic": ("him",), "lim_only": ("lim",), "him_only": ("him",),
-               "him_lim": ("him", "lim"), "jbim": ("him", "lim", "joint"),
-               "ensemble": ("him", "lim", "joint")}
-ANCHORS = (1 / 2, 1 / 3, 1 / 4)  # ratios m of the ensemble's anchor models; the first is JBIM's
 SIGMA = 0.5  # Gaussian width of the anchor weights (JBIM Eq. 18)
 RESAUG_RANGE = (0.25, 1.0)  # ratio range of random_resolution in the *_resaug methods
 DEFAULTS = dict(datasets="caviar,mlr_viper", splits=2, epochs=4, height=128, width=64, batch_size=32)
 PAPER = dict(splits=10, epochs=60, height=256, width=128, batch_size=32)  # --paper
 ISSUE_RUN = dict(caviar=5, mlr_viper=3)  # splits per dataset of the CPU comparison (issue 8)
-PLATEAU_GROWTH = 1.5  # --plateau compares E with round(1.5 E) epochs
-ORDERING = (("jbim", "him_only"), ("jbim", "lim_only"), ("jbim", "plain"), ("him_only", "plain"),
-            ("lim_only", "plain"))  # (above, below) pairs of the paper's ordering (Table 3)
-# Seconds per epoch of each stage kind (its one test included) at 128x64, batch 32, on CAVIAR (500
-# training images); H100 from docs/BENCHMARKS.md. --budget-min scales by input pixels and by the
-# dataset's training items per epoch (MLR-VIPeR: 2.5x CAVIAR); --costs replaces the table by the
-# measured figures of an earlier report.
-COSTS = {"cuda": {"plain": 1.5, "bicubic": 2.8, "him": 2.9, "lim": 2.0, "joint": 5.0},
-         "cpu": {"plain": 6.4, "bicubic": 17.0, "him": 50.0, "lim": 10.0, "joint": 62.0}}
-DATASET_COST = {"caviar": 1.0, "mlr_viper": 2.5}  # epoch cost relative to CAVIAR (others: 2.5)
-STAGE_OVERHEAD_S = 15.0  # model build, test and checkpoint per trained stage (budget planner)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How a ``<base>_<suffix>`` method trains differently from ``<base>``.
-
-    ``tag`` marks its stages' names (stages are shared only within one variant); ``resaug`` adds
-    ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage;
-    ``genuine_ratio`` sets every stage's synthetic-LR ratio ``jbim.ratio`` to the split's measured genuine
-    ratio of its training LR images (:meth:`SplitRunner.variant_ratio`) instead of 1/2.
-    """
-
-    tag: str = ""
-    resaug: bool = False
-    jbim: Tuple[Tuple[str, object], ...] = ()
-    genuine_ratio: bool = False
-
-
-_XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
-_MULTIRATIO = (("train_ratios", list(ANCHORS)),)
-VARIANTS = {"": Variant(),
-            "resaug": Variant("ra", resaug=True),
-            "xstream": Variant("xs", jbim=_XSTREAM),
-            "multiratio": Variant("mr", jbim=_MULTIRATIO),
-            "xstream_resaug": Variant("xsra", resaug=True, jbim=_XSTREAM),
-            "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO),
-            "genuine": Variant("gr", genuine_ratio=True)}
-
-
-def _suffix(method: str) -> str:
-    """The variant suffix of ``method`` (a key of :data:`VARIANTS`): ``jbim_resaug`` -> ``resaug``.
-
-    The longest matching suffix wins: ``jbim_xstream_resaug`` -> ``xstream_resaug``, not ``resaug``."""
-    return max((v for v in VARIANTS if v and method.endswith(f"_{v}")), key=len, default="")
-
-
-REPORTED_VARIANTS = ("", "resaug")  # the rest are diagnosis variants
-# --methods default: every method but the diagnosis variants, which run only when named
-DEFAULT_METHODS = [m for m in METHODS if _suffix(m) in REPORTED_VARIANTS]
-
-
-def _base(method: str) -> str:
-    """``jbim_resaug`` -> ``jbim``; ``plain_time_matched`` -> ``plain``."""
-    if method == "plain_time_matched":
-        return "plain"
-    suffix = _suffix(method)
-    return method[:-len(suffix) - 1] if suffix else method
-
-
-def _resaug(method: str) -> bool:
-    return VARIANTS[_suffix(method)].resaug
-
-
-def method_kinds(method: str) -> Tuple[str, ...]:
-    """Stage kinds whose epochs ``method`` (or a ``<base>_resaug`` variant) depends on."""
-    return _BASE_KINDS[_base(method)]
-
-
-def _described(variant: str) -> str:
-    """``', cross_stream_triplet=True'``: the ``jbim.*`` overrides of ``variant`` for progress lines."""
-    options = VARIANTS[variant]
-    return "".join(f", {k}={v}" for k, v in options.jbim) + (", random_resolution" if options.resaug else "")
-
-
-def spec_label(spec: Mapping[str, int]) -> str:
-    """``{'him': 8, 'lim': 12}`` -> ``'him=8,lim=12'`` (kinds in :data:`KINDS` order)."""
-    return ",".join(f"{k}={spec[k]}" for k in KINDS if k in spec)
-
-
-def next_epochs(epochs: int) -> int:
-    """The plateau search's next epoch count: ``round(1.5 E)``, at least ``E + 1``."""
-    return max(epochs + 1, int(round(epochs * PLATEAU_GROWTH)))
 
 
 def _stepsize(epochs: int) -> int:
@@ -511,7 +429,7 @@ class SplitRunner:
         ratio = self.variant_ratio(variant) if ratio is None else ratio
         sr = self.sr(ratio)
         return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
-                                f"SR + HIM, m={ratio_label(ratio)}{_described(variant)}",
+                                f"SR + HIM, m={ratio_label(ratio)}{described(variant)}",
                                 _with(self.cfg, epochs, variant, ratio=ratio),
                                 "him", "him", suffix=variant, sr=sr,
                                 deps=(self._name(sr),) if sr else ())
@@ -521,7 +439,7 @@ class SplitRunner:
         shared by every anchor."""
         ratio = self.variant_ratio(variant)
         return self._jbim_stage(_stage_name("lim", None, variant, e=epochs),
-                                f"LIM, m={ratio_label(ratio)}{_described(variant)}",
+                                f"LIM, m={ratio_label(ratio)}{described(variant)}",
                                 _with(self.cfg, epochs, variant, ratio=ratio), "lim", "lim", suffix=variant)
 
     def bicubic(self, epochs: int) -> Stage:
@@ -577,9 +495,9 @@ class SplitRunner:
                 "mean_weights": weights.mean(axis=0).tolist(), "anchors": alone}
 
     def _direct_stages(self, method: str, spec: Mapping[str, int]) -> List[Stage]:
-        base, variant = _base(method), _suffix(method)
+        base, variant = base_of(method), variant_of(method)
         if base == "plain":
-            return [self.plain(spec["plain"], _resaug(method))]
+            return [self.plain(spec["plain"], is_resaug(method))]
         if base == "ensemble":
             return [self.joint(spec, m, variant) for m in ANCHORS]
         return [{"bicubic": lambda: self.bicubic(spec["him"]),
@@ -590,8 +508,8 @@ class SplitRunner:
 
     def method(self, method: str, spec: Mapping[str, int]) -> dict:
         """Evaluation results of ``method`` (a key of :data:`METHODS`) at ``spec``."""
-        if _base(method) == "ensemble":
-            return self.ensemble(spec, _suffix(method))
+        if base_of(method) == "ensemble":
+            return self.ensemble(spec, variant_of(method))
         return self.results(self._direct_stages(method, spec)[0])
 
     def method_stages(self, method: str, spec: Mapping[str, int]) -> List[str]:
@@ -658,214 +576,6 @@ class Records:
     def save(self) -> None:
         if self.path:
             write_json(self.report, self.path)
-
-
-PLATEAU_METRICS = ("rank1", "mAP")  # a step keeps going while either rises beyond its noise
-
-
-def plateau_step(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]]) -> dict:
-    """Paired comparison of E and 1.5 E epochs on the same splits, per metric of ``PLATEAU_METRICS``.
-
-    The splits differ in difficulty far more than one model differs from the next (CAVIAR: 3-4
-    rank-1 points), so comparing the mean gain with the spread over splits hides real gains.
-    Pairing removes the split's difficulty: ``gain`` is the mean per-split difference and ``noise``
-    its standard error (std of the differences / sqrt(n); 0 with one split). 1.5 E ``rises`` when
-    the gain of rank-1 or of mAP exceeds its noise.
-
-    Args:
-        before, after (mapping): metric name -> value per split, the splits in the same order.
-
-    Returns:
-        dict: per metric ``{mean, next_mean, gain, noise, diffs}`` and ``rises`` (bool).
-    """
-    try:
-        step: dict = {m: paired_gain(before[m], after[m]) for m in PLATEAU_METRICS}
-    except ValueError as err:
-        raise ValueError(f"plateau step: {err}") from None
-    step["rises"] = any(step[m]["gain"] > step[m]["noise"] for m in PLATEAU_METRICS)
-    return step
-
-
-def plateau_search(evaluate: Callable[[int], Mapping[str, Sequence[float]]], start: int, max_epochs: int,
-                   progress: Callable[[str], None] = print) -> dict:
-    """Epochs E at which 1.5 E epochs no longer raise rank-1 or mAP beyond noise (``plateau_step``).
-
-    Args:
-        evaluate (callable): epochs -> ``{"rank1": [...], "mAP": [...]}`` per split, same split order
-            for every epoch count (trains or reads records).
-        start (int): first epoch count E0.
-        max_epochs (int): the search stops at the largest E whose 1.5 E would exceed this.
-
-    Returns:
-        dict: ``epochs`` (accepted E), ``status`` (``plateau`` or ``max_epochs``), ``rule`` and
-        ``trace``, one ``{epochs, next_epochs, rank1: {...}, mAP: {...}, rises}`` per step.
-    """
-    epochs, trace = start, []
-    rule = "paired per-split gain of 1.5x epochs vs its standard error, rank-1 or mAP"
-    while True:
-        bigger = next_epochs(epochs)
-        if bigger > max_epochs:
-            return {"epochs": epochs, "status": "max_epochs", "rule": rule, "trace": trace}
-        step = {"epochs": epochs, "next_epochs": bigger, **plateau_step(evaluate(epochs), evaluate(bigger))}
-        trace.append(step)
-        progress(f"  plateau: {epochs} -> {bigger} epochs: " + "; ".join(
-            f"{m} {step[m]['mean']:.1f} -> {step[m]['next_mean']:.1f} (paired gain {step[m]['gain']:+.1f}"
-            f" ± {step[m]['noise']:.1f})" for m in PLATEAU_METRICS) + ("" if step["rises"] else ": plateau"))
-        if not step["rises"]:
-            return {"epochs": epochs, "status": "plateau", "rule": rule, "trace": trace}
-        epochs = bigger
-
-
-def _search_plan(method: str) -> List[Tuple[str, str]]:
-    """``(kind, probe method)`` pairs searched in turn for ``method``'s epochs (``--plateau``)."""
-    base, tag = _base(method), f"_{_suffix(method)}" if _suffix(method) else ""
-    him = ("him", "him_only" + tag)
-    lim = ("lim", "lim_only" + tag)
-    return {"plain": [("plain", method)], "bicubic": [("him", "bicubic")], "lim_only": [lim],
-            "him_only": [him], "him_lim": [him, lim], "jbim": [him, lim, ("joint", "jbim" + tag)],
-            "ensemble": [him, lim, ("joint", "jbim" + tag)]}[base]
-
-
-def plan_budget(budget_min: float, methods: Sequence[str], datasets: Sequence[str],
-                costs: Mapping[str, float], max_splits: int, max_epochs: int, min_epochs: int = 2,
-                pixels_scale: float = 1.0) -> dict:
-    """Splits and epochs that fit ``budget_min`` minutes, from per-epoch costs of each stage kind.
-
-    Epochs first: the most that fit one split of every dataset, at most ``max_epochs``; then as
-    many splits as fit at those epochs, at most ``max_splits``.
-
-    Args:
-        budget_min (float): wall-clock budget in minutes.
-        methods (sequence of str): methods to run (stages they share are counted once per split).
-        datasets (sequence of str): dataset names (epoch cost scaled by :data:`DATASET_COST`).
-        costs (mapping): stage kind (``plain``, ``bicubic``, ``him``, ``lim``, ``joint``) -> seconds
-            per epoch on CAVIAR at the measured input size.
-        max_splits, max_epochs (int): upper bounds. ``min_epochs``: below this nothing is planned.
-        pixels_scale (float): input pixels relative to the measured size (the cost scales with it).
-
-    Returns:
-        dict: ``splits``, ``epochs``, ``estimated_seconds`` and ``seconds_per_split`` (per dataset).
-
-    Raises:
-        ValueError: when not even one split at ``min_epochs`` fits.
-    """
-    counts = _stage_counts(methods)
-    per_epoch = sum(costs[kind] * count for kind, count in counts.items()) * pixels_scale
-    stages = sum(counts.values())
-
-    def split_seconds(dataset: str, epochs: int) -> float:
-        return DATASET_COST.get(dataset, 2.5) * per_epoch * epochs + STAGE_OVERHEAD_S * stages
-
-    def all_datasets(epochs: int) -> float:
-        return sum(split_seconds(d, epochs) for d in datasets)
-
-    budget = budget_min * 60.0
-    fits = [e for e in range(min_epochs, max_epochs + 1) if all_datasets(e) <= budget]
-    if not fits:
-        raise ValueError(f"--budget-min {budget_min:g}: not even one split of {', '.join(datasets)} at "
-                         f"{min_epochs} epochs fits ({all_datasets(min_epochs) / 60:.1f} min estimated)")
-    epochs = max(fits)
-    splits = max(1, min(max_splits, int(budget // all_datasets(epochs))))
-    return {"splits": splits, "epochs": epochs, "estimated_seconds": splits * all_datasets(epochs),
-            "seconds_per_split": {d: split_seconds(d, epochs) for d in datasets}}
-
-
-def _stage_counts(methods: Sequence[str]) -> Dict[str, int]:
-    """Trained stages per split by kind for ``methods`` (shared stages counted once).
-
-    ``plain_time_matched`` costs as much as JBIM's stages; anchors are counted as joint stages
-    (``--anchor-training joint``).
-    """
-    stages = set()
-    for method in methods:
-        base, tag = _base(method), VARIANTS[_suffix(method)].tag
-        if method == "plain_time_matched":
-            stages |= {("him", "tm"), ("lim", "tm"), ("joint", "tm")}
-        elif base == "plain":
-            stages.add(("plain", method))
-        elif base == "bicubic":
-            stages.add(("bicubic", ""))
-        elif base == "lim_only":
-            stages.add(("lim", tag))
-        elif base == "him_only":
-            stages.add(("him", tag))
-        elif base == "him_lim":
-            stages |= {("him", tag), ("lim", tag)}
-        else:  # jbim and its variants, ensemble
-            stages |= {("him", tag), ("lim", tag), ("joint", tag)}
-            if base == "ensemble":
-                stages |= {("joint", f"m{m}{tag}") for m in ANCHORS[1:]}
-    counts: Dict[str, int] = {}
-    for kind, _ in stages:
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
-
-
-def measured_costs(report_path: str) -> Dict[str, float]:
-    """Per-epoch seconds by stage kind from the stage records of an earlier report (CAVIAR-equivalent).
-
-    Args:
-        report_path (str): a JSON report written by this script.
-
-    Returns:
-        dict: kind -> median seconds per epoch, divided by the dataset's :data:`DATASET_COST`.
-    """
-    samples: Dict[str, List[float]] = {}
-    for dataset, entry in read_json(report_path).get("datasets", {}).items():
-        for split in entry.get("splits", {}).values():
-            for name, stage in split.get("stages", {}).items():
-                if not stage.get("seconds_per_epoch"):
-                    continue
-                kind = "bicubic" if name.startswith("him_bicubic") else name.split("_")[0]
-                per_epoch = stage["seconds_per_epoch"] / DATASET_COST.get(dataset, 2.5)
-                samples.setdefault(kind, []).append(per_epoch)
-    if not samples:
-        raise ValueError(f"{report_path}: no timed stages to take costs from")
-    return {k: float(np.median(v)) for k, v in samples.items()}
-
-
-def ordering_verdict(summaries: Dict[str, dict], metric: str = "rank1") -> Tuple[str, List[dict]]:
-    """Whether the paper's ordering holds, pair by pair, with the margin against the split spread.
-
-    A pair (A above B) is ``clear`` when mean_A - mean_B exceeds the larger of the two standard
-    deviations over splits, ``within spread`` when it is positive but not larger, ``tied`` when it
-    is 0 and ``reversed`` when it is negative.
-
-    Args:
-        summaries (dict): method key -> summary of :func:`jbim_reid.reports.summarize_splits`.
-        metric (str, optional): compared metric. Default is ``rank1``.
-
-    Returns:
-        tuple: ``(verdict line, checks)``, one check dict per pair whose two methods were run.
-    """
-    checks = []
-    for above, below in ORDERING:
-        if above not in summaries or below not in summaries:
-            continue
-        a, b = summaries[above], summaries[below]
-        margin = a["mean"][metric] - b["mean"][metric]
-        spread = max(a["std"][metric], b["std"][metric])
-        if margin > spread:
-            status = "clear"
-        elif margin > 0:
-            status = "within spread"
-        else:
-            status = "tied" if margin == 0 else "reversed"
-        checks.append({"above": above, "below": below, "margin": margin, "spread": spread,
-                       "status": status})
-    if not checks:
-        return "no pair of the paper's ordering was run", checks
-    splits = min(s["num_splits"] for s in summaries.values())
-    if all(c["status"] == "clear" for c in checks):
-        head = "HOLDS"
-    elif all(c["status"] in ("clear", "within spread") for c in checks):
-        head = "holds only within the spread across splits"
-    else:
-        head = "DOES NOT HOLD"
-    parts = [f"{METHODS[c['above']]} - {METHODS[c['below']]} = {c['margin']:+.1f} "
-             f"(spread {c['spread']:.1f}: {c['status']})" for c in checks]
-    note = " (1 split: no spread)" if splits == 1 else ""
-    return f"paper ordering on {metric} {head}{note}: " + "; ".join(parts), checks
 
 
 def code_version() -> dict:
@@ -1083,7 +793,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.plan = None
     if args.budget_min is not None:
         costs = measured_costs(args.costs) if args.costs else COSTS[args.device]
-        missing = sorted(k for k in _stage_counts(args.methods) if k not in costs)
+        missing = sorted(k for k in stage_counts(args.methods) if k not in costs)
         if missing:
             parser.error(f"--costs '{args.costs}': no timing for stage kind(s) {missing}")
         scale = 1.0 if args.costs else args.height * args.width / (128 * 64)
@@ -1119,7 +829,7 @@ def _recipe(args: argparse.Namespace) -> dict:
         "transforms": ["random_flip", "random_crop"], "resaug_range": list(RESAUG_RANGE),
         "seed": args.seed, "device": args.device,
     }
-    if any("him" in method_kinds(m) and _base(m) != "bicubic" for m in args.methods):
+    if any("him" in method_kinds(m) and base_of(m) != "bicubic" for m in args.methods):
         # only runs with a learned SR depend on it: plain-only records stay valid when --sr changes
         recipe.update(sr=args.sr, sr_pretraining={"max_epochs": args.sr_epochs, "patience": args.sr_patience})
     return recipe
@@ -1205,7 +915,7 @@ class _Benchmark:
         if not self.args.plateau:
             return {k: pinned.get(k, self.args.epochs) for k in method_kinds(method)}
         spec: Dict[str, int] = {}
-        for kind, probe in _search_plan(method):
+        for kind, probe in search_plan(method):
             if kind in pinned:
                 spec[kind] = pinned[kind]
                 continue

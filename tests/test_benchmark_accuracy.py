@@ -148,7 +148,7 @@ def test_budget_planner_with_a_fake_cost_table(accuracy):
     assert plan["splits"] == 1 and plan["epochs"] == int((600 - 4 * accuracy.STAGE_OVERHEAD_S) // per_epoch)
     assert plan["estimated_seconds"] <= 600
     # shared stages are counted once; 256x128 costs 4x the measured 128x64
-    assert accuracy._stage_counts(["jbim", "him_only", "ensemble"]) == {"him": 1, "lim": 1, "joint": 3}
+    assert accuracy.stage_counts(["jbim", "him_only", "ensemble"]) == {"him": 1, "lim": 1, "joint": 3}
     big = accuracy.plan_budget(10, ["plain", "jbim"], ["caviar"], costs, 10, 60, pixels_scale=4.0)
     assert big["epochs"] < plan["epochs"] and big["estimated_seconds"] <= 600
     with pytest.raises(ValueError, match="--budget-min 1"):
@@ -396,18 +396,18 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
     assert {n: r for n, r in used_ratio.items() if "_gr_" in n} == {
         "him_m0.41_gr_e2": 0.41, "lim_gr_e3": 0.41, "joint_m0.41_gr_h2_l3_e4": 0.41}
     assert all(r == 0.5 for n, r in used_ratio.items() if "_gr_" not in n)
-    assert accuracy._suffix("jbim_xstream_resaug") == "xstream_resaug"  # the longest suffix, not "resaug"
-    assert accuracy._base("jbim_xstream_resaug") == "jbim"
-    assert accuracy._suffix("jbim_xstream_multiratio") == "xstream_multiratio"
+    assert accuracy.variant_of("jbim_xstream_resaug") == "xstream_resaug"  # the longest suffix, not "resaug"
+    assert accuracy.base_of("jbim_xstream_resaug") == "jbim"
+    assert accuracy.variant_of("jbim_xstream_multiratio") == "xstream_multiratio"
     assert runner.method_stages("jbim_xstream", spec) == ["joint_m1-2_xs_h2_l3_e4", "him_m1-2_xs_e2", "lim_xs_e3"]
-    assert accuracy._search_plan("jbim_xstream") == [("him", "him_only_xstream"), ("lim", "lim_only_xstream"),
+    assert accuracy.search_plan("jbim_xstream") == [("him", "him_only_xstream"), ("lim", "lim_only_xstream"),
                                                      ("joint", "jbim_xstream")]
-    assert accuracy._stage_counts(["jbim", "jbim_xstream", "lim_only_multiratio"]) == {"him": 2, "lim": 3, "joint": 2}
+    assert accuracy.stage_counts(["jbim", "jbim_xstream", "lim_only_multiratio"]) == {"him": 2, "lim": 3, "joint": 2}
     # the ensemble of a variant fuses that variant's anchors (joint stages at m = 1/3, 1/4 of its own)
     assert runner.method_stages("ensemble_xstream", spec)[:3] == [
         "joint_m1-2_xs_h2_l3_e4", "joint_m1-3_xs_h2_l3_e4", "joint_m1-4_xs_h2_l3_e4"]
-    assert accuracy._search_plan("ensemble_xstream")[-1] == ("joint", "jbim_xstream")
-    assert accuracy._stage_counts(["ensemble_xstream"]) == {"him": 1, "lim": 1, "joint": 3}
+    assert accuracy.search_plan("ensemble_xstream")[-1] == ("joint", "jbim_xstream")
+    assert accuracy.stage_counts(["ensemble_xstream"]) == {"him": 1, "lim": 1, "joint": 3}
     assert "ensemble_xstream" not in defaults
 
 
