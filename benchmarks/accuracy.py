@@ -61,7 +61,8 @@ Usage (from the repository root)::
     python benchmarks/report.py accuracy.json                              # markdown tables
 
 torchreid's own logs go to ``<save-dir>/<dataset>/split_<k>/<stage>.log`` (``--verbose`` prints
-them too).
+them too). Beside this script: ``accuracy_methods.py`` (methods, variants, stage kinds),
+``accuracy_plateau.py`` (plateau search, ordering verdict), ``accuracy_budget.py`` (``--budget-min``).
 """
 import argparse
 import contextlib
@@ -418,8 +419,8 @@ class SplitRunner:
             return ANCHORS[0]
         ratio = self.datamanager().train_loader.dataset.lr_ratio()
         if ratio is None:
-            raise RuntimeError(f"{self.dataset}: the training set has no LR or no HR images, so a matched "
-                               "ratio cannot be measured")
+            raise RuntimeError(f"{self.dataset}: the training set has no LR or no HR images, so its genuine "
+                               "LR ratio cannot be measured")
         return round(ratio, 2)
 
     def him(self, epochs: int, ratio: Optional[float] = None, variant: str = "") -> Stage:
