@@ -264,6 +264,7 @@ class SplitRunner:
     on_stage: Callable[[], None] = lambda: None
     stages: Dict[str, Stage] = field(default_factory=dict)
     _datamanagers: Dict[bool, object] = field(default_factory=dict)
+    _genuine_ratio: Optional[float] = None  # variant_ratio's measurement, once per split
 
     @property
     def dataset(self) -> str:
@@ -417,11 +418,13 @@ class SplitRunner:
         rounded to 2 decimals so that stage names stay stable."""
         if not VARIANTS[variant].genuine_ratio:
             return ANCHORS[0]
-        ratio = self.datamanager().train_loader.dataset.lr_ratio()
-        if ratio is None:
-            raise RuntimeError(f"{self.dataset}: the training set has no LR or no HR images, so its genuine "
-                               "LR ratio cannot be measured")
-        return round(ratio, 2)
+        if self._genuine_ratio is None:  # every stage asks; reading the training images' sizes once is enough
+            ratio = self.datamanager().train_loader.dataset.lr_ratio()
+            if ratio is None:
+                raise RuntimeError(f"{self.dataset}: the training set has no LR or no HR images, so its genuine "
+                                   "LR ratio cannot be measured")
+            self._genuine_ratio = round(ratio, 2)
+        return self._genuine_ratio
 
     def him(self, epochs: int, ratio: Optional[float] = None, variant: str = "") -> Stage:
         """Stage-1 HIM (SR + HIM, L_HIM) trained with synthetic LR of ratio ``ratio`` (default: the
