@@ -431,7 +431,7 @@ class SplitRunner:
         variant's, :meth:`variant_ratio`), its SR module initialised by stage ``sr`` at that ratio;
         ``variant``: a key of :data:`VARIANTS`."""
         ratio = self.variant_ratio(variant) if ratio is None else ratio
-        sr = self.sr(ratio)
+        sr = self.sr(ratio) if VARIANTS[variant].learned_sr else None
         return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
                                 f"SR + HIM, m={ratio_label(ratio)}{described(variant)}",
                                 _with(self.cfg, epochs, variant, ratio=ratio),
@@ -440,7 +440,8 @@ class SplitRunner:
 
     def lim(self, epochs: int, variant: str = "") -> Stage:
         """Stage-1 LIM (L_LIM) with synthetic LR of the variant's ratio (1/2 unless ``genuine_ratio``);
-        shared by every anchor."""
+        shared by every anchor, and with the base recipe when the variant ``shares_lim``."""
+        variant = "" if VARIANTS[variant].shares_lim else variant
         ratio = self.variant_ratio(variant)
         return self._jbim_stage(_stage_name("lim", None, variant, e=epochs),
                                 f"LIM, m={ratio_label(ratio)}{described(variant)}",

@@ -29,13 +29,21 @@ class Variant:
     ``tag`` marks its stages' names (stages are shared only within one variant); ``resaug`` adds
     ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage;
     ``genuine_ratio`` sets every stage's synthetic-LR ratio ``jbim.ratio`` to the split's measured genuine
-    ratio of its training LR images (``accuracy.SplitRunner.variant_ratio``) instead of 1/2.
+    ratio of its training LR images (``accuracy.SplitRunner.variant_ratio``) instead of 1/2;
+    ``shares_lim``: the overrides touch only HIM's side (SR), so the variant's joint stage starts from the
+    base recipe's stage-1 LIM, which keeps the comparison with ``jbim`` paired on one LIM.
     """
 
     tag: str = ""
     resaug: bool = False
     jbim: Tuple[Tuple[str, object], ...] = ()
     genuine_ratio: bool = False
+    shares_lim: bool = False
+
+    @property
+    def learned_sr(self) -> bool:
+        """False when the variant puts bicubic upscaling in place of F_sr (no SR stage to pre-train)."""
+        return dict(self.jbim).get("sr") != "bicubic"
 
 
 _XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
@@ -46,7 +54,9 @@ VARIANTS = {"": Variant(),
             "multiratio": Variant("mr", jbim=_MULTIRATIO),
             "xstream_resaug": Variant("xsra", resaug=True, jbim=_XSTREAM),
             "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO),
-            "genuine": Variant("gr", genuine_ratio=True)}
+            "genuine": Variant("gr", genuine_ratio=True),
+            # the paper's "Bicubic" ablation inside JBIM: no F_sr, no L_sr, in every stage that has HIM
+            "nosr": Variant("bi", jbim=(("sr", "bicubic"), ("alpha", 0.0)), shares_lim=True)}
 
 
 def variant_of(method: str) -> str:
@@ -107,7 +117,8 @@ def stage_counts(methods: Sequence[str]) -> Dict[str, int]:
     """
     stages = set()
     for method in methods:
-        base, tag = base_of(method), VARIANTS[variant_of(method)].tag
+        base, options = base_of(method), VARIANTS[variant_of(method)]
+        tag, lim_tag = options.tag, "" if options.shares_lim else options.tag
         if method == "plain_time_matched":
             stages |= {("him", "tm"), ("lim", "tm"), ("joint", "tm")}
         elif base == "plain":
@@ -115,13 +126,13 @@ def stage_counts(methods: Sequence[str]) -> Dict[str, int]:
         elif base == "bicubic":
             stages.add(("bicubic", ""))
         elif base == "lim_only":
-            stages.add(("lim", tag))
+            stages.add(("lim", lim_tag))
         elif base == "him_only":
             stages.add(("him", tag))
         elif base == "him_lim":
-            stages |= {("him", tag), ("lim", tag)}
+            stages |= {("him", tag), ("lim", lim_tag)}
         else:  # jbim and its variants, ensemble
-            stages |= {("him", tag), ("lim", tag), ("joint", tag)}
+            stages |= {("him", tag), ("lim", lim_tag), ("joint", tag)}
             if base == "ensemble":
                 stages |= {("joint", f"m{m}{tag}") for m in ANCHORS[1:]}
     counts: Dict[str, int] = {}

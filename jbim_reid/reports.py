@@ -36,7 +36,8 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "jbim_resaug": "JBIM + random resolution",
     "ensemble": "JBIM 3-anchor ensemble",
     "plain_time_matched": "plain torchreid, JBIM's training time",
-    # diagnosis variants: the cross-stream triplet extension, several synthetic-LR ratios per image
+    # diagnosis variants: the cross-stream triplet extension, several synthetic-LR ratios per image, the
+    # training LR's genuine ratio, bicubic upscaling in place of the learned SR
     "lim_only_xstream": "LIM only + cross-stream triplet",
     "him_only_xstream": "HIM only + cross-stream triplet",
     "jbim_xstream": "JBIM + cross-stream triplet",
@@ -45,6 +46,7 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "jbim_xstream_multiratio": "JBIM + cross-stream triplet, train ratios 1/2, 1/3, 1/4",
     "ensemble_xstream": "JBIM 3-anchor ensemble + cross-stream triplet",
     "jbim_genuine": "JBIM, ratio m = the training LR's genuine ratio",
+    "jbim_nosr": "JBIM, bicubic in place of SR (no L_sr)",
 }
 
 

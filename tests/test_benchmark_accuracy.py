@@ -411,6 +411,32 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
     assert "ensemble_xstream" not in defaults
 
 
+def test_nosr_variant_puts_bicubic_in_place_of_sr_and_shares_the_base_lim(accuracy, data_tree, monkeypatch,
+                                                                         tmp_path):
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--sr-epochs", "3", "--methods",
+                                "jbim_nosr", "--batch-size", "8"])
+    assert "jbim_nosr" not in accuracy.parse_args([]).methods  # a diagnosis variant: run only when named
+    trained = {}
+
+    def fake_run_stage(cfg, datamanager, stage, save_dir, *args, **kwargs):
+        name = os.path.basename(save_dir)
+        trained[name] = (stage, cfg.jbim.sr, cfg.jbim.alpha, kwargs.get("sr_checkpoint", ""))
+        return SimpleNamespace(last_results={"caviar": {"stage": name}}), save_dir
+
+    monkeypatch.setattr(accuracy, "run_stage", fake_run_stage)
+    runner = accuracy.SplitRunner(accuracy.build_config(args, "caviar", 0), str(tmp_path))
+    spec = {"him": 2, "lim": 3, "joint": 4}
+    assert runner.method("jbim_nosr", spec) == {"stage": "joint_m1-2_bi_h2_l3_e4"}
+    base_sr, base_alpha = args.sr, accuracy.build_config(args, "caviar", 0).jbim.alpha
+    # no SR pre-training stage, bicubic and no SR loss where HIM is; the LIM is the base recipe's
+    assert trained == {"him_m1-2_bi_e2": ("him", "bicubic", 0.0, ""),
+                       "lim_e3": ("lim", base_sr, base_alpha, ""),
+                       "joint_m1-2_bi_h2_l3_e4": ("joint", "bicubic", 0.0, "")}
+    assert runner.method_stages("jbim_nosr", spec) == ["joint_m1-2_bi_h2_l3_e4", "him_m1-2_bi_e2", "lim_e3"]
+    assert accuracy.stage_counts(["jbim", "jbim_nosr"]) == {"him": 2, "lim": 1, "joint": 2}
+
+
 def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy, data_tree):
     """``configs/mlr_viper/jbim_xstream_resaug_mobilenetv2_cpu.yaml`` trains what the README's MLR-VIPeR
     row ``jbim_xstream_resaug`` measured: every key equal but where data, weights and logs live."""
