@@ -2,8 +2,11 @@
 
 For each split of an ``accuracy.py --save-dir`` folder it loads the kept stage checkpoints (stage-1
 HIM and the joint model) and tests them as trained and with the learned SR module replaced by the
-identity (the probe is then only bicubic-upscaled), on the same LR probes and single-shot HR
-gallery, through ``JBIMEngine``'s test. Nothing is trained, so it costs a few test passes per split.
+identity (the probe is then only bicubic-upscaled); the joint model also with its fusion head (FFN)
+replaced by the concatenation of its own HIM and LIM features, and with each of those branches alone,
+which separates what the FFN adds from what the joint stage's further training of both backbones adds.
+Every row uses the same LR probes and single-shot HR gallery, through ``JBIMEngine``'s test. Nothing
+is trained, so it costs a few test passes per split.
 
 Usage (from the repository root)::
 
@@ -13,7 +16,7 @@ Usage (from the repository root)::
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -22,9 +25,47 @@ from jbim_reid.models import BicubicSR, load_jbim_checkpoint
 from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
 from jbim_reid.runner import build_datamanager, load_config
 
-__all__ = ["STAGE_PREFIXES", "newest_checkpoint", "evaluate", "diagnose", "main"]
+__all__ = ["STAGE_PREFIXES", "stage_prefixes", "ABLATIONS", "row_label", "newest_checkpoint", "evaluate", "diagnose", "main"]
 
 STAGE_PREFIXES = {"him": "him_m1-2_e", "jbim": "joint_m1-2_h"}  # stage folders of accuracy.py (m = 1/2)
+
+
+def stage_prefixes(tag: str = "") -> Dict[str, str]:
+    """Stage folder prefixes of one accuracy.py method family: ``tag`` is its variant's folder tag
+    (``xsra`` for ``jbim_xstream_resaug``: ``him_m1-2_xsra_e12``, ``joint_m1-2_xsra_h12_l12_e12``)."""
+    if not tag:
+        return dict(STAGE_PREFIXES)
+    return {"him": f"him_m1-2_{tag}_e", "jbim": f"joint_m1-2_{tag}_h"}
+
+
+def _sr_to_bicubic(model) -> None:
+    model.sr = BicubicSR()  # the probe is only bicubic-upscaled
+
+
+def _ffn_to_concat(model) -> None:
+    model.fusion = None  # JBIM._features then concatenates the HIM and LIM features
+
+
+def _him_branch(model) -> None:
+    model.fusion, model.lim = None, None
+
+
+def _lim_branch(model) -> None:
+    model.fusion, model.him, model.sr = None, None, None
+
+
+# stage -> {row suffix: change made to the loaded model before testing it (None: as trained)}
+ABLATIONS: Dict[str, Dict[str, Optional[Callable]]] = {
+    "him": {"as trained": None, "SR replaced by bicubic": _sr_to_bicubic},
+    "jbim": {"as trained": None, "SR replaced by bicubic": _sr_to_bicubic,
+             "FFN replaced by concatenation": _ffn_to_concat, "its HIM branch alone": _him_branch,
+             "its LIM branch alone": _lim_branch},
+}
+
+
+def row_label(stage: str, ablation: str) -> str:
+    """``him (as trained)``, ``him, SR replaced by bicubic``, ...: the row names of the JSON record."""
+    return f"{stage} ({ablation})" if ablation == "as trained" else f"{stage}, {ablation}"
 
 
 def newest_checkpoint(split_dir: str, prefix: str) -> Optional[str]:
@@ -47,8 +88,8 @@ def evaluate(datamanager, model) -> Dict[str, float]:
 
 
 def diagnose(save_dir: str, data_root: str, dataset: str, splits: Sequence[int], height: int = 128,
-             width: int = 64) -> Dict[str, Dict[str, dict]]:
-    """``{row: {split: metrics}}`` for each stage as trained and with its SR replaced by the identity."""
+             width: int = 64, tag: str = "") -> Dict[str, Dict[str, dict]]:
+    """``{row: {split: metrics}}`` for each stage and each of its :data:`ABLATIONS`."""
     rows: Dict[str, Dict[str, dict]] = {}
     for split in splits:
         split_dir = os.path.join(save_dir, dataset, f"split_{split}")
@@ -57,15 +98,16 @@ def diagnose(save_dir: str, data_root: str, dataset: str, splits: Sequence[int],
                                "data.height", str(height), "data.width", str(width), "use_gpu", "False",
                                "model.pretrained", "False", "sampler.train_sampler", "RandomSampler"])
         datamanager = build_datamanager(cfg)
-        for stage, prefix in STAGE_PREFIXES.items():
+        for stage, prefix in stage_prefixes(tag).items():
             path = newest_checkpoint(split_dir, prefix)
             if path is None:
                 print(f"split {split}: no {prefix}* checkpoint in '{split_dir}', skipped", file=sys.stderr)
                 continue
-            model = load_jbim_checkpoint(path)
-            rows.setdefault(f"{stage} (as trained)", {})[str(split)] = evaluate(datamanager, model)
-            model.sr = BicubicSR()  # the probe is only bicubic-upscaled
-            rows.setdefault(f"{stage}, SR replaced by bicubic", {})[str(split)] = evaluate(datamanager, model)
+            for ablation, change in ABLATIONS[stage].items():
+                model = load_jbim_checkpoint(path)
+                if change is not None:
+                    change(model)
+                rows.setdefault(row_label(stage, ablation), {})[str(split)] = evaluate(datamanager, model)
     return rows
 
 
@@ -78,15 +120,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--splits", default="0", help="comma-separated split ids")
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--tag", default="", help="the stage folders' variant tag, e.g. xsra for "
+                        "jbim_xstream_resaug (default: the paper's recipe, jbim)")
     parser.add_argument("--out", default="", help="JSON file for the per-split metrics and summaries")
     args = parser.parse_args(argv)
     splits = [int(s) for s in args.splits.split(",") if s.strip()]
-    rows = diagnose(args.save_dir, args.data_root, args.dataset, splits, args.height, args.width)
+    rows = diagnose(args.save_dir, args.data_root, args.dataset, splits, args.height, args.width, args.tag)
     summaries = {row: summarize_splits(list(per_split.values())) for row, per_split in rows.items()}
     print(markdown_table(summaries))
     if args.out:
-        write_json({"save_dir": args.save_dir, "dataset": args.dataset, "splits": splits, "rows": rows,
-                    "summary": summaries}, args.out)
+        write_json({"save_dir": args.save_dir, "dataset": args.dataset, "tag": args.tag, "splits": splits,
+                    "rows": rows, "summary": summaries}, args.out)
     return 0
 
 
