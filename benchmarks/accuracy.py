@@ -279,13 +279,16 @@ class SplitRunner:
 
     @contextlib.contextmanager
     def logged(self, name: str):
-        """stdout of the block into ``<save_dir>/<name>.log`` (and the console with ``verbose``)."""
+        """stdout of the block appended to ``<save_dir>/<name>.log`` (and the console with ``verbose``).
+
+        Appended, not overwritten: a stage resumed after a crash keeps the log of its first epochs."""
         os.makedirs(self.save_dir, exist_ok=True)
         if self.verbose:
             yield
             return
-        with open(os.path.join(self.save_dir, f"{name}.log"), "w", encoding="utf-8") as log, \
+        with open(os.path.join(self.save_dir, f"{name}.log"), "a", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log):
+            print(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')}: {name} =====", flush=True)
             yield
 
     def _run(self, name: str, description: str, epochs: int, train: Callable[[], Tuple[dict, str]],

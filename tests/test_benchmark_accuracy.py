@@ -284,6 +284,18 @@ def test_interrupted_plateau_run_resumes_from_its_records(accuracy, data_tree, t
     assert err.value.code == 2 and "height" in capsys.readouterr().err
 
 
+def test_a_rerun_stage_appends_to_its_log(accuracy, data_tree, monkeypatch, tmp_path):
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--batch-size", "8"])
+    runner = accuracy.SplitRunner(accuracy.build_config(args, "caviar", 0), str(tmp_path))
+    for text in ("epochs 1-3 before the crash", "epochs 4-6 after the resume"):
+        with runner.logged("him_m1-2_e6"):
+            print(text)
+    log = (tmp_path / "him_m1-2_e6.log").read_text()
+    assert "epochs 1-3 before the crash" in log and "epochs 4-6 after the resume" in log
+    assert log.count("===== ") == 2  # each run of the stage starts with a dated header
+
+
 def test_only_runs_with_a_learned_sr_record_the_sr_in_their_recipe(accuracy, monkeypatch, data_tree):
     monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
     plain = [accuracy._recipe(accuracy.parse_args(["--methods", "plain,plain_resaug,bicubic", "--sr", sr]))
