@@ -111,7 +111,7 @@ from report import results_markdown  # noqa: E402
 __all__ = ["METHODS", "ANCHORS", "DEFAULTS", "PAPER", "COSTS", "PlainFeatures", "SplitRunner", "Records",
            "build_config", "ordering_verdict", "plateau_search", "plateau_step", "next_epochs", "plan_budget",
            "measured_costs", "STAGE_OVERHEAD_S", "stage_counts", "search_plan", "base_of", "variant_of",
-           "DEFAULT_METHODS", "parse_args", "run", "main"]
+           "DEFAULT_METHODS", "code_version", "machine_info", "parse_args", "run", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = REPO_ROOT.parent / "shared" / "weights" / "mobilenetv2_x1_0_imagenet.pth"
@@ -601,7 +601,8 @@ def code_version() -> dict:
     return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def _machine(device: str) -> dict:
+def machine_info(device: str) -> dict:
+    """Processor, threads, library versions and device of this run (recorded beside every result)."""
     info = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "torchreid": getattr(torchreid, "__version__", "unknown"),
@@ -1008,7 +1009,7 @@ def run(args: argparse.Namespace) -> dict:
               "command": " ".join(["python benchmarks/accuracy.py"] + args.argv),
               "code_version": code_version(), "settings": _settings(args), "recipe": recipe,
               "recipe_fingerprint": _fingerprint(recipe),
-              "machine": _machine(args.device)}
+              "machine": machine_info(args.device)}
     records = Records(args.out, header, restart=args.restart)
     splits = "; ".join(f"{d}: {len(ids)} split(s) ({', '.join(map(str, ids))})"
                        for d, ids in args.split_ids_of.items())

@@ -15,7 +15,10 @@ Usage (from the repository root)::
 """
 import argparse
 import os
+import shlex
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -24,6 +27,9 @@ from jbim_reid.engines import JBIMEngine, list_checkpoints
 from jbim_reid.models import BicubicSR, load_jbim_checkpoint
 from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
 from jbim_reid.runner import build_datamanager, load_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from accuracy import code_version, machine_info  # noqa: E402  (beside this script)
 
 __all__ = ["STAGE_PREFIXES", "stage_prefixes", "ABLATIONS", "row_label", "newest_checkpoint", "evaluate", "diagnose", "main"]
 
@@ -129,7 +135,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     summaries = {row: summarize_splits(list(per_split.values())) for row, per_split in rows.items()}
     print(markdown_table(summaries))
     if args.out:
-        write_json({"save_dir": args.save_dir, "dataset": args.dataset, "tag": args.tag, "splits": splits,
+        command = " ".join(shlex.quote(a) for a in ["python", "benchmarks/diagnose.py", *(
+            sys.argv[1:] if argv is None else argv)])
+        write_json({"benchmark": "diagnose", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "command": command, "code_version": code_version(), "machine": machine_info("cpu"),
+                    "save_dir": args.save_dir, "dataset": args.dataset, "tag": args.tag, "splits": splits,
                     "rows": rows, "summary": summaries}, args.out)
     return 0
 

@@ -1,4 +1,6 @@
 """``benchmarks/diagnose.py``: stage checkpoints re-tested as trained and with the SR module switched off."""
+import json
+
 import pytest
 import torch
 from benchmark_scripts import load_benchmark
@@ -56,8 +58,15 @@ def test_joint_checkpoint_gets_every_row(diagnose, tmp_path):
     model = JBIM(4, backbone="osnet_x0_25", variant="jbim", height=32, width=16)
     save_torch_file({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": 1},
                     checkpoint_path(str(split_dir / "joint_m1-2_h1_l1_e1"), 1))
-    rows = diagnose.diagnose(str(tmp_path / "run"), str(root), "caviar", [0], height=32, width=16)
+    out = tmp_path / "diagnosis.json"
+    assert diagnose.main(["--save-dir", str(tmp_path / "run"), "--data-root", str(root), "--splits", "0",
+                          "--height", "32", "--width", "16", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
     assert set(rows) == {diagnose.row_label("jbim", a) for a in diagnose.ABLATIONS["jbim"]}
+    assert set(report["summary"]) == set(rows)
+    assert report["command"].startswith("python benchmarks/diagnose.py --save-dir ")
+    assert set(report["code_version"]) == {"commit", "dirty"} and report["machine"]["cpu_count"] >= 1
     assert "jbim, FFN replaced by concatenation" in rows and "jbim (as trained)" in rows
     assert all(0 <= per_split["0"]["mAP"] <= 100 for per_split in rows.values())
     # a variant's stage folders are found through its tag, and only them
