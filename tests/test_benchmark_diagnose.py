@@ -1,4 +1,4 @@
-"""``benchmarks/diagnose.py``: stage checkpoints re-tested as trained and with the SR module switched off."""
+"""``benchmarks/diagnose.py``: stage checkpoints re-tested as trained and with parts switched off (SR, FFN, a branch)."""
 import json
 
 import pytest

@@ -283,6 +283,14 @@ def test_sr_pretrained_path_takes_bare_sr_weights_or_a_stage_sr_checkpoint(tmp_p
         assert torch.equal(model.sr.body[0].weight, ref.sr.body[0].weight + 1.0), path
 
 
+def test_bicubic_sr_ignores_an_sr_weight_file_quietly(tmp_path, recwarn):
+    checkpoint = tmp_path / "him.pth.tar"
+    torch.save({"state_dict": {f"sr.{k}": v for k, v in small().sr.state_dict().items()}}, checkpoint)
+    model = small(sr="bicubic")
+    assert "sr" not in model.load_weights(sr_path=str(checkpoint))
+    assert not [w for w in recwarn if "nothing was loaded" in str(w.message)]
+
+
 def test_synthesize_lr_takes_one_ratio_per_image():
     model = small(ratio=0.5)
     x = torch.rand(3, 3, H, W)

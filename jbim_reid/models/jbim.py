@@ -220,7 +220,8 @@ class JBIM(nn.Module):
         Args:
             backbone_path (str): file for both backbones (ImageNet or re-id weights).
             sr_path (str): file for the SR module: weights of the bare SR net (keys ``body.*``),
-                or a checkpoint of stage ``sr`` or of a JBIM model (keys ``sr.*``).
+                or a checkpoint of stage ``sr`` or of a JBIM model (keys ``sr.*``); ignored by
+                ``bicubic``, which has none (a joint stage of a bicubic JBIM passes its HIM checkpoint).
             him_path (str): file for HIM's backbone, overriding ``backbone_path``.
             lim_path (str): file for LIM's backbone, overriding ``backbone_path``.
             imagenet (bool): the backbone's ImageNet weights for backbones without a file.
@@ -239,7 +240,7 @@ class JBIM(nn.Module):
                                 else imagenet_state_dict(backbone, branch.backbone))
             report[name] = load_pretrained_weights(
                 branch.backbone, states[path], source=path or f"ImageNet weights of {backbone}")
-        if sr_path and self.sr is not None:
+        if sr_path and self.sr is not None and self.sr.state_dict():  # bicubic has no weights to load
             report["sr"] = load_sr_weights(self.sr, sr_path)
         return report
 
