@@ -31,7 +31,8 @@ from jbim_reid.runner import build_datamanager, load_config
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import code_version, machine_info  # noqa: E402  (beside this script)
 
-__all__ = ["STAGE_PREFIXES", "stage_prefixes", "ABLATIONS", "row_label", "newest_checkpoint", "evaluate", "diagnose", "main"]
+__all__ = ["STAGE_PREFIXES", "stage_prefixes", "ABLATIONS", "row_label", "newest_checkpoint", "evaluate",
+           "diagnose", "main"]
 
 STAGE_PREFIXES = {"him": "him_m1-2_e", "jbim": "joint_m1-2_h"}  # stage folders of accuracy.py (m = 1/2)
 
