@@ -390,10 +390,11 @@ class SplitRunner:
         augmented = ", random_resolution" if resaug else ""
         return self._run(name, f"torchreid {cfg.model.name}, ImageTripletEngine{augmented}", epochs, train)
 
-    def sr(self, ratio: float = ANCHORS[0]) -> Optional[Stage]:
+    def sr(self, ratio: float = ANCHORS[0], variant: str = "") -> Optional[Stage]:
         """Stage ``sr`` (SR pre-training on the split's HR images at ratio ``ratio``, early stopping on
-        held-out PSNR); None when ``--sr-epochs 0`` or the SR has no weights (``bicubic``)."""
-        if self.cfg.jbim.sr_max_epoch <= 0 or self.cfg.jbim.sr == "bicubic":
+        held-out PSNR); None when ``--sr-epochs 0`` or the SR of ``variant``'s stages has no weights
+        (``bicubic``)."""
+        if self.cfg.jbim.sr_max_epoch <= 0 or _with(self.cfg, variant=variant).jbim.sr == "bicubic":
             return None
         name = _stage_name("sr", ratio)
         cfg = _with(self.cfg, ratio=ratio)
@@ -434,7 +435,7 @@ class SplitRunner:
         variant's, :meth:`variant_ratio`), its SR module initialised by stage ``sr`` at that ratio;
         ``variant``: a key of :data:`VARIANTS`."""
         ratio = self.variant_ratio(variant) if ratio is None else ratio
-        sr = self.sr(ratio) if VARIANTS[variant].learned_sr else None
+        sr = self.sr(ratio, variant)
         return self._jbim_stage(_stage_name("him", ratio, variant, e=epochs),
                                 f"SR + HIM, m={ratio_label(ratio)}{described(variant)}",
                                 _with(self.cfg, epochs, variant, ratio=ratio),

@@ -40,11 +40,6 @@ class Variant:
     genuine_ratio: bool = False
     shares_lim: bool = False
 
-    @property
-    def learned_sr(self) -> bool:
-        """False when the variant puts bicubic upscaling in place of F_sr (no SR stage to pre-train)."""
-        return dict(self.jbim).get("sr") != "bicubic"
-
 
 _XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
 _MULTIRATIO = (("train_ratios", list(ANCHORS)),)
