@@ -14,6 +14,7 @@ Usage (from the repository root)::
         --splits 0,1,2 --out diagnosis.json
 """
 import argparse
+import copy
 import os
 import shlex
 import sys
@@ -110,8 +111,9 @@ def diagnose(save_dir: str, data_root: str, dataset: str, splits: Sequence[int],
             if path is None:
                 print(f"split {split}: no {prefix}* checkpoint in '{split_dir}', skipped", file=sys.stderr)
                 continue
+            trained = load_jbim_checkpoint(path)
             for ablation, change in ABLATIONS[stage].items():
-                model = load_jbim_checkpoint(path)
+                model = copy.deepcopy(trained)
                 if change is not None:
                     change(model)
                 rows.setdefault(row_label(stage, ablation), {})[str(split)] = evaluate(datamanager, model)
