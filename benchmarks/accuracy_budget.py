@@ -2,9 +2,9 @@
 from typing import Dict, List, Mapping, Sequence
 
 import numpy as np
-
 from accuracy_methods import stage_counts
-from jbim_reid.reports import read_json
+
+from jbim_reid.evaluation.reports import read_json
 
 __all__ = ["COSTS", "DATASET_COST", "STAGE_OVERHEAD_S", "plan_budget", "measured_costs"]
 

@@ -2,12 +2,12 @@
 
 A method key is ``<base>`` or ``<base>_<variant>`` (``jbim_xstream_resaug``: base ``jbim``, variant
 ``xstream_resaug``); the variant says how its stages train differently (:data:`VARIANTS`). Shared by
-``accuracy.py`` (training), its budget planner and its plateau search.
+``accuracy.py`` and its helpers beside it (stage runs, command line, budget planner, plateau search).
 """
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
-from jbim_reid.reports import ACCURACY_METHODS
+from jbim_reid.evaluation.reports import ACCURACY_METHODS
 
 __all__ = ["METHODS", "KINDS", "BASE_KINDS", "ANCHORS", "Variant", "VARIANTS", "REPORTED_VARIANTS",
            "DEFAULT_METHODS", "variant_of", "base_of", "is_resaug", "method_kinds", "described", "spec_label",
@@ -29,9 +29,11 @@ class Variant:
     ``tag`` marks its stages' names (stages are shared only within one variant); ``resaug`` adds
     ``random_resolution`` to the train transforms; ``jbim`` holds ``jbim.*`` overrides of every stage;
     ``genuine_ratio`` sets every stage's synthetic-LR ratio ``jbim.ratio`` to the split's measured genuine
-    ratio of its training LR images (``accuracy.SplitRunner.variant_ratio``) instead of 1/2;
+    ratio of its training LR images (``accuracy_runs.SplitRunner.variant_ratio``) instead of 1/2;
     ``shares_lim``: the overrides touch only HIM's side (SR), so the variant's joint stage starts from the
-    base recipe's stage-1 LIM, which keeps the comparison with ``jbim`` paired on one LIM.
+    base recipe's stage-1 LIM, which keeps the comparison with ``jbim`` paired on one LIM. ``auto``: the
+    recipe ``jbim.recipe auto`` resolves to on the split (one of these variants, ``accuracy_warm``);
+    ``warm``: that recipe started from the split's plain + random resolution model (``jbim.init_from``).
     """
 
     tag: str = ""
@@ -39,6 +41,8 @@ class Variant:
     jbim: Tuple[Tuple[str, object], ...] = ()
     genuine_ratio: bool = False
     shares_lim: bool = False
+    auto: bool = False
+    warm: bool = False
 
 
 _XSTREAM = (("cross_stream_triplet", True),)  # the jbim.* settings the variants combine
@@ -51,7 +55,9 @@ VARIANTS = {"": Variant(),
             "xstream_multiratio": Variant("xsmr", jbim=_XSTREAM + _MULTIRATIO),
             "genuine": Variant("gr", genuine_ratio=True),
             # the paper's "Bicubic" ablation inside JBIM: no F_sr, no L_sr, in every stage that has HIM
-            "nosr": Variant("bi", jbim=(("sr", "bicubic"), ("alpha", 0.0)), shares_lim=True)}
+            "nosr": Variant("bi", jbim=(("sr", "bicubic"), ("alpha", 0.0)), shares_lim=True),
+            "auto": Variant("auto", auto=True),
+            "warm": Variant("warm", warm=True)}
 
 
 def variant_of(method: str) -> str:
@@ -79,8 +85,9 @@ def is_resaug(method: str) -> bool:
 
 
 def method_kinds(method: str) -> Tuple[str, ...]:
-    """Stage kinds whose epochs ``method`` (or a ``<base>_resaug`` variant) depends on."""
-    return BASE_KINDS[base_of(method)]
+    """Stage kinds whose epochs ``method`` (or a ``<base>_resaug`` variant) depends on; a warm start
+    depends on the epochs of the plain model it starts from too."""
+    return (("plain",) if VARIANTS[variant_of(method)].warm else ()) + BASE_KINDS[base_of(method)]
 
 
 def described(variant: str) -> str:

@@ -3,7 +3,8 @@ on the paper's ordering of methods."""
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 from accuracy_methods import METHODS
-from jbim_reid.reports import paired_gain
+
+from jbim_reid.evaluation.reports import paired_gain
 
 __all__ = ["PLATEAU_GROWTH", "PLATEAU_METRICS", "ORDERING", "next_epochs", "plateau_step", "plateau_search",
            "ordering_verdict"]
@@ -45,7 +46,7 @@ def plateau_step(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequ
 
 
 def plateau_search(evaluate: Callable[[int], Mapping[str, Sequence[float]]], start: int, max_epochs: int,
-                   progress: Callable[[str], None] = print) -> dict:
+                   progress: Callable[[str], None] = print, ladder: Sequence[int] = ()) -> dict:
     """Epochs E at which 1.5 E epochs no longer raise rank-1 or mAP beyond noise (``plateau_step``).
 
     Args:
@@ -53,15 +54,19 @@ def plateau_search(evaluate: Callable[[int], Mapping[str, Sequence[float]]], sta
             for every epoch count (trains or reads records).
         start (int): first epoch count E0.
         max_epochs (int): the search stops at the largest E whose 1.5 E would exceed this.
+        ladder (sequence of int): the epoch counts to step through instead of E, 1.5 E, ... (``start``
+            and ``max_epochs`` are then its first and last).
 
     Returns:
         dict: ``epochs`` (accepted E), ``status`` (``plateau`` or ``max_epochs``), ``rule`` and
         ``trace``, one ``{epochs, next_epochs, rank1: {...}, mAP: {...}, rises}`` per step.
     """
-    epochs, trace = start, []
-    rule = "paired per-split gain of 1.5x epochs vs its standard error, rank-1 or mAP"
+    epochs, trace = (ladder[0], []) if ladder else (start, [])
+    rule = (f"paired per-split gain of the next of {list(ladder)} epochs" if ladder else
+            "paired per-split gain of 1.5x epochs") + " vs its standard error, rank-1 or mAP"
     while True:
-        bigger = next_epochs(epochs)
+        bigger = (ladder[ladder.index(epochs) + 1] if epochs != ladder[-1] else max_epochs + 1) if ladder \
+            else next_epochs(epochs)
         if bigger > max_epochs:
             return {"epochs": epochs, "status": "max_epochs", "rule": rule, "trace": trace}
         step = {"epochs": epochs, "next_epochs": bigger, **plateau_step(evaluate(epochs), evaluate(bigger))}
@@ -82,7 +87,7 @@ def ordering_verdict(summaries: Dict[str, dict], metric: str = "rank1") -> Tuple
     is 0 and ``reversed`` when it is negative.
 
     Args:
-        summaries (dict): method key -> summary of :func:`jbim_reid.reports.summarize_splits`.
+        summaries (dict): method key -> summary of :func:`jbim_reid.evaluation.reports.summarize_splits`.
         metric (str, optional): compared metric. Default is ``rank1``.
 
     Returns:

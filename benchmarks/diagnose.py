@@ -25,12 +25,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from jbim_reid.engines import JBIMEngine, list_checkpoints
+from jbim_reid.evaluation.reports import markdown_table, rank_results, summarize_splits, write_json
 from jbim_reid.models import BicubicSR, load_jbim_checkpoint
-from jbim_reid.reports import markdown_table, rank_results, summarize_splits, write_json
-from jbim_reid.runner import build_datamanager, load_config
+from jbim_reid.training.checks import load_config
+from jbim_reid.training.runner import build_datamanager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import code_version, machine_info  # noqa: E402  (beside this script)
+from accuracy_records import code_version, machine_info  # noqa: E402  (beside this script)
 
 __all__ = ["STAGE_PREFIXES", "stage_prefixes", "ABLATIONS", "row_label", "newest_checkpoint", "evaluate",
            "diagnose", "main"]

@@ -3,7 +3,7 @@
 Random features with identity structure stand in for a large gallery: ``gallery / 4`` identities with
 a latent code each; anchor i's features are the code through a random projection of its own plus
 noise (4 images per identity), so anchors agree on who is who, as trained anchors do. Probes are noisy
-codes of random identities. The fused top-k of Eq. 17-19 (:class:`jbim_reid.index.GalleryIndex`) is
+codes of random identities. The fused top-k of Eq. 17-19 (:class:`jbim_reid.deploy.index.GalleryIndex`) is
 searched with each index type; recall@k is measured against the exact search and the speed-up against
 it and against the matcher's way (full distance matrices, then a sort). Times are CPU seconds of
 this process (run it with ``OMP_NUM_THREADS=1``: one thread, so a shared machine's load does not
@@ -43,7 +43,7 @@ def make_data(gallery: int, dim: int, queries: int, anchors: int, seed: int = 0)
 
 def full_ranking_top_k(index, probes: List[np.ndarray], probe_hw: np.ndarray, k: int, chunk: int = 50):
     """The matcher's way: every (Q, G) distance matrix, fused, then a stable sort."""
-    from jbim_reid.ensemble import fuse_distances
+    from jbim_reid.evaluation.ensemble import fuse_distances
 
     _, weights = index.weights(probe_hw)
     out = []
@@ -73,7 +73,7 @@ def main(argv: List[str] = None) -> int:
 
     import faiss
 
-    from jbim_reid.index import GalleryIndex, recall_at_k
+    from jbim_reid.deploy.index import GalleryIndex, recall_at_k
 
     feats, hw, probes, probe_hw = make_data(args.gallery, args.dim, args.queries, args.anchors)
     index = GalleryIndex(feats, hw, [1 / (i + 2) for i in range(args.anchors)])

@@ -17,7 +17,8 @@ import argparse
 import sys
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from jbim_reid.reports import ACCURACY_METHODS, paired_gain, read_json, summarize_splits, summary_cell
+from jbim_reid.evaluation.reports import (ACCURACY_METHODS, paired_gain, read_json, summarize_splits,
+                                          summary_cell)
 
 __all__ = ["results_markdown", "runs_on_splits", "paired_markdown", "comparison_markdown", "main"]
 
@@ -104,7 +105,7 @@ def runs_on_splits(reports: Sequence[Mapping], dataset: str, split_ids: Sequence
         split_ids (sequence of str): the splits every row must have.
 
     Returns:
-        dict: ``"<method> [<epochs>]"`` -> :func:`jbim_reid.reports.summarize_splits` plus
+        dict: ``"<method> [<epochs>]"`` -> :func:`jbim_reid.evaluation.reports.summarize_splits` plus
         ``seconds`` (mean training time per split) and ``per_split`` (the metrics in ``split_ids``
         order), in the order of :data:`LABELS`.
     """

@@ -76,7 +76,7 @@ def _measure_inference(kind: str, args) -> Dict[str, float]:
         fn = model.probe_features if kind == "jbim_probe" else model.gallery_features
         call = lambda: fn(x)  # noqa: E731
     elif kind == "ensemble_probe":
-        from jbim_reid.ensemble import anchor_weights, fuse_distances
+        from jbim_reid.evaluation.ensemble import anchor_weights, fuse_distances
 
         anchors = [1 / 2, 1 / 3, 1 / 4]
         models = [_build_jbim(args, ratio=m).eval() for m in anchors]
@@ -172,7 +172,7 @@ def _measure_onnx_probe(args) -> Dict[str, float]:
     import onnxruntime as ort
     import torch
 
-    from jbim_reid.export import export_model
+    from jbim_reid.deploy.export import export_model
 
     torch.manual_seed(0)
     model = _build_jbim(args, sr=args.fast_sr).eval()
@@ -239,6 +239,7 @@ def _measure_train_step(kind: str, args) -> Dict[str, float]:
 
 def _measure_ranking(args) -> Dict[str, float]:
     import torchreid
+
     from jbim_reid.metrics import evaluate_rank
 
     rng = np.random.default_rng(0)

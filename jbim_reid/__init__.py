@@ -11,8 +11,8 @@ Examples::
     result = matcher.match(["probe_lr.jpg"], ["gallery_0.jpg", "gallery_1.jpg"])
     result.ranking[0]  # gallery indices, best match first
 """
-from jbim_reid.matcher import CrossResolutionMatcher, MatchResult
-from jbim_reid.onnx_matcher import OnnxMatcher
+from jbim_reid.deploy.matcher import CrossResolutionMatcher, MatchResult
+from jbim_reid.deploy.onnx_matcher import OnnxMatcher
 from jbim_reid.registry import register_all
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ there, so importing ``jbim_reid`` twice (or reloading it) is harmless.
 """
 import torchreid
 
-from jbim_reid import compat
+from jbim_reid.utils import compat
 
 
 def register_datasets() -> None:

@@ -4,7 +4,7 @@ Usage: ``python -c "import crash_hook; crash_hook.main()" train --config-file ..
 ``python -m jbim_reid.cli train --config-file ...``) with
 ``JBIM_CRASH`` set to ``KIND:MATCH:N``:
 
-- ``during:MATCH:N``: the N-th file written through ``jbim_reid.fileio.atomic_write`` whose path
+- ``during:MATCH:N``: the N-th file written through ``jbim_reid.utils.fileio.atomic_write`` whose path
   contains MATCH is killed half-way (half its bytes in the temporary file, fsynced);
 - ``after:MATCH:N``: killed right after that file is complete;
 - ``batch::N``: killed before the N-th training step (mid-epoch).
@@ -24,9 +24,11 @@ def _die() -> None:
 def install(spec: str) -> None:
     """Patch jbim_reid so that the process kills itself as ``spec`` says."""
     import jbim_reid.cli  # noqa: F401  (imports every module patched below)
-    from jbim_reid import fileio, reports, resume
     from jbim_reid.datasets import cache
     from jbim_reid.engines import JBIMEngine
+    from jbim_reid.evaluation import reports
+    from jbim_reid.training import resume
+    from jbim_reid.utils import fileio
 
     kind, match, n = spec.split(":")
     n = int(n)

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torchreid
 
-from jbim_reid import distributed
-from jbim_reid.cli import build_datamanager, build_model, load_config
 from jbim_reid.config import engine_kwargs, optimizer_kwargs
-from jbim_reid.engines import JBIMEngine
+from jbim_reid.engines import JBIMEngine, distributed
+from jbim_reid.training.checks import load_config
+from jbim_reid.training.runner import build_datamanager, build_model
 
 CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 

@@ -13,10 +13,12 @@ import yaml
 from synthetic import person_image
 
 from jbim_reid import cli
-from jbim_reid.anchors import (ENSEMBLE_COMMANDS, add_ensemble_config, anchor_checkpoint, anchor_dir,
-                               anchor_label, resolve_splits, run_ensemble, shared_lim_dir, train_anchors)
+from jbim_reid.commands.anchors import (ENSEMBLE_COMMANDS, add_ensemble_config, anchor_checkpoint, anchor_dir,
+                                        anchor_label, resolve_splits, run_ensemble, shared_lim_dir,
+                                        train_anchors)
 from jbim_reid.config import get_default_config
-from jbim_reid.reports import METRICS
+from jbim_reid.evaluation.reports import METRICS
+from jbim_reid.training import checks
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
@@ -42,9 +44,9 @@ def make_look_alike_caviar(root: Path, num_ids: int = 12, num_looks: int = 3) ->
 
 
 def load(opts, config_file=CPU_CONFIG):
-    """``cli.load_config`` once the ``ensemble`` node is in the defaults; until then the same by hand."""
+    """``checks.load_config`` once the ``ensemble`` node is in the defaults; until then the same by hand."""
     if "ensemble" in get_default_config():
-        return cli.load_config(config_file, opts)
+        return checks.load_config(config_file, opts)
     cfg = add_ensemble_config(get_default_config())
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
@@ -230,6 +232,6 @@ def test_anchor_names_and_default_splits():
 ])
 def test_bad_ensemble_options_are_named(opts, words, tmp_path):
     cfg = load(opts + ["data.save_dir", str(tmp_path)])
-    with pytest.raises(cli.ConfigError) as error:
+    with pytest.raises(checks.ConfigError) as error:
         run_ensemble(cfg)
     assert all(word in str(error.value) for word in words)

@@ -11,9 +11,9 @@ from synthetic import make_caviar
 
 from jbim_reid.cli import main
 from jbim_reid.datasets import CAVIAR, image_check_options
-from jbim_reid.errors import DataError
+from jbim_reid.evaluation.reports import write_json
 from jbim_reid.models import JBIM
-from jbim_reid.reports import write_json
+from jbim_reid.utils.errors import DataError
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
@@ -161,3 +161,66 @@ def test_results_json_has_the_usual_mode(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("text, found", [("- model\n- data\n", "list"), ("just a string\n", "str")])
+def test_config_file_whose_top_level_is_not_a_mapping(text, found, tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert_exit_2(main(["train", "--config-file", str(config)]), capsys, f"'{config}'", f"got a {found}")
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_sampler_num_instances_below_1_is_refused(value, caviar_root, save_dir, capsys):
+    code = run("train", caviar_root, save_dir, "sampler.num_instances", value)
+    assert_exit_2(code, capsys, "sampler.num_instances must be >= 1", f"got {value}", save_dir=save_dir)
+
+
+def cli_split_path(root: Path) -> Path:
+    """The split file ``jbim-reid train`` of ``run`` reads (the CLI's protocol and cache)."""
+    from jbim_reid.config import protocol_kwargs
+    from jbim_reid.datasets import protocol_overrides
+    from jbim_reid.training.checks import load_config
+
+    cfg = load_config(CPU_CONFIG, ["data.root", str(root)] + TINY)
+    with protocol_overrides(**protocol_kwargs(cfg)):
+        return CAVIAR(root=str(root), verbose=False).split_path
+
+
+SPLIT_DAMAGE = {  # kind -> (change to the split dict, what the error says)
+    "no pid": (lambda split: split["train"][0].pop("pid"), "train[0] has no 'pid', expected an integer person id"),
+    "empty train": (lambda split: split.update(train=[]), "'train' is an empty list, expected a non-empty list"),
+    "string pid": (lambda split: split["query"][1].update(pid="3"), "query[1] has pid '3', expected an integer"),
+    "train not a list": (lambda split: split.update(train={"a": 1}), "'train' is a dict"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SPLIT_DAMAGE))
+def test_split_file_with_wrong_content_is_named(kind, caviar_root, save_dir, capsys):
+    path = cli_split_path(caviar_root)
+    split = json.loads(path.read_text())
+    change, named = SPLIT_DAMAGE[kind]
+    change(split)
+    path.write_text(json.dumps(split))
+    assert_exit_2(run("train", caviar_root, save_dir), capsys, f"Split file '{path}'", named, save_dir=save_dir)
+
+
+def test_skip_bad_images_covers_query_and_gallery_and_counts_each(caviar_root, capsys):
+    from jbim_reid.training.checks import load_config
+    from jbim_reid.training.runner import build_datamanager
+
+    ds = CAVIAR(root=caviar_root, verbose=False)
+    bad_query, bad_gallery = Path(ds.query[0][0]), Path(ds.gallery[-1][0])
+    bad_query.write_bytes(b"")  # zero bytes
+    bad_gallery.write_bytes(bytes(100) + bad_gallery.read_bytes()[100:])  # corrupt
+    cfg = load_config(CPU_CONFIG, ["data.root", str(caviar_root)] + TINY)
+    with pytest.raises(DataError, match=f"0 train, 1 query, 1 gallery.*{bad_query}.*data.skip_bad_images"):
+        build_datamanager(cfg)
+    cfg = load_config(CPU_CONFIG, ["data.root", str(caviar_root), "data.skip_bad_images", "True"] + TINY)
+    with pytest.warns(UserWarning, match=f"skipped 2 unreadable .*: 0 train, 1 query, 1 gallery.*{bad_query}"):
+        dm = build_datamanager(cfg)
+    query = [it[0] for it in dm.test_loader["caviar"]["query"].dataset.query]
+    gallery = [it[0] for it in dm.test_loader["caviar"]["gallery"].dataset.gallery]
+    assert str(bad_query) not in query and str(bad_gallery) not in gallery and query and gallery
+    assert len(query) < len(ds.query) and len(gallery) == len(ds.gallery) - 1
+    assert dm.num_train_pids == ds.num_train_pids

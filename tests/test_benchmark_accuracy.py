@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,13 +11,19 @@ import pytest
 from benchmark_scripts import load_benchmark
 from synthetic import make_caviar, make_viper
 
-from jbim_reid.cli import load_config
+from jbim_reid.training.checks import load_config
 
 
 @pytest.fixture(scope="module")
 def accuracy():
     """The benchmark script imported as a module (``benchmarks/`` is not a package)."""
     return load_benchmark("accuracy")
+
+
+@pytest.fixture(scope="module")
+def accuracy_runs(accuracy):
+    """``benchmarks/accuracy_runs.py`` as the script imported it (where ``SplitRunner`` finds ``run_stage``)."""
+    return sys.modules[accuracy.SplitRunner.__module__]
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +101,10 @@ def test_budgets(accuracy, data_tree):
     assert (paper.splits, paper.split_ids, paper.epochs) == (2, [3, 5], 60)
     assert (paper.height, paper.width) == (256, 128)
     assert paper.stepsize == 40 and paper.weights == ""
-    issue = accuracy.parse_args(base + ["--issue-run"])
-    assert issue.split_ids_of == {"caviar": [0, 1, 2, 3, 4], "mlr_viper": [0, 1, 2]}
-    assert {"plain", "plain_resaug", "jbim", "jbim_resaug", "plain_time_matched"} <= set(issue.methods)
+    standard = accuracy.parse_args(base + ["--standard-run"])
+    assert standard.split_ids_of == {"caviar": [0, 1, 2, 3, 4], "mlr_viper": [0, 1, 2]}
+    assert {"plain", "plain_resaug", "jbim", "jbim_resaug", "plain_time_matched"} <= set(standard.methods)
+    assert accuracy.parse_args(base + ["--issue-run"]).split_ids_of == standard.split_ids_of  # the former name
 
 
 def test_plateau_search_pairs_splits_and_stops_when_neither_metric_rises_beyond_noise(accuracy):
@@ -364,7 +372,8 @@ def test_stage_epochs_pin_kinds_and_plateau_searches_only_the_others(accuracy, d
             accuracy.parse_args(base[:-1] + [bad])
 
 
-def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy, data_tree, monkeypatch, tmp_path):
+def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy, accuracy_runs, data_tree, monkeypatch,
+                                                                      tmp_path):
     monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
     defaults = accuracy.parse_args([]).methods
     for variant in ("jbim_xstream", "jbim_xstream_resaug", "jbim_xstream_multiratio"):
@@ -382,7 +391,7 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
         used_ratio[name] = cfg.jbim.ratio
         return SimpleNamespace(last_results={"caviar": {"stage": name}}), save_dir
 
-    monkeypatch.setattr(accuracy, "run_stage", fake_run_stage)
+    monkeypatch.setattr(accuracy_runs, "run_stage", fake_run_stage)
     runner = accuracy.SplitRunner(accuracy.build_config(args, "caviar", 0), str(tmp_path))
     spec = {"him": 2, "lim": 3, "joint": 4}
     assert runner.method("lim_only_xstream", spec) == {"stage": "lim_xs_e3"}
@@ -423,8 +432,8 @@ def test_diagnosis_variants_train_their_own_stages_with_their_settings(accuracy,
     assert "ensemble_xstream" not in defaults
 
 
-def test_nosr_variant_puts_bicubic_in_place_of_sr_and_shares_the_base_lim(accuracy, data_tree, monkeypatch,
-                                                                         tmp_path):
+def test_nosr_variant_puts_bicubic_in_place_of_sr_and_shares_the_base_lim(accuracy, accuracy_runs, data_tree,
+                                                                         monkeypatch, tmp_path):
     monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
     args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--sr-epochs", "3", "--methods",
                                 "jbim_nosr", "--batch-size", "8"])
@@ -436,7 +445,7 @@ def test_nosr_variant_puts_bicubic_in_place_of_sr_and_shares_the_base_lim(accura
         trained[name] = (stage, cfg.jbim.sr, cfg.jbim.alpha, kwargs.get("sr_checkpoint", ""))
         return SimpleNamespace(last_results={"caviar": {"stage": name}}), save_dir
 
-    monkeypatch.setattr(accuracy, "run_stage", fake_run_stage)
+    monkeypatch.setattr(accuracy_runs, "run_stage", fake_run_stage)
     runner = accuracy.SplitRunner(accuracy.build_config(args, "caviar", 0), str(tmp_path))
     spec = {"him": 2, "lim": 3, "joint": 4}
     assert runner.method("jbim_nosr", spec) == {"stage": "joint_m1-2_bi_h2_l3_e4"}
@@ -449,13 +458,13 @@ def test_nosr_variant_puts_bicubic_in_place_of_sr_and_shares_the_base_lim(accura
     assert accuracy.stage_counts(["jbim", "jbim_nosr"]) == {"him": 2, "lim": 1, "joint": 2}
 
 
-def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy, data_tree):
+def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy, accuracy_runs, data_tree):
     """``configs/mlr_viper/jbim_xstream_resaug_mobilenetv2_cpu.yaml`` trains what the README's MLR-VIPeR
     row ``jbim_xstream_resaug`` measured: every key equal but where data, weights and logs live."""
     path = Path(__file__).parent.parent / "configs" / "mlr_viper" / "jbim_xstream_resaug_mobilenetv2_cpu.yaml"
     args = accuracy.parse_args(["--data-root", str(data_tree), "--datasets", "mlr_viper", "--weights", "none",
                                 "--sr", "espcn", "--sr-epochs", "20", "--sr-patience", "5", "--epochs", "12"])
-    benchmarked = accuracy._with(accuracy.build_config(args, "mlr_viper", 0), 12, "xstream_resaug")
+    benchmarked = accuracy_runs._with(accuracy.build_config(args, "mlr_viper", 0), 12, "xstream_resaug")
     config = load_config(str(path))
     config.defrost()
     for key in ("data.root", "data.save_dir", "model.pretrained"):

@@ -7,8 +7,9 @@ from benchmark_scripts import load_benchmark
 from synthetic import make_caviar
 
 from jbim_reid.engines import checkpoint_path
-from jbim_reid.fileio import save_torch_file
 from jbim_reid.models import JBIM
+from jbim_reid.utils.fileio import save_torch_file
+
 
 @pytest.fixture(scope="module")
 def diagnose():

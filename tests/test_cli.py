@@ -183,7 +183,8 @@ def test_test_command_rejects_weights_of_another_model(caviar_root, tmp_path, ca
 
 
 def test_model_from_weights_takes_a_bare_state_dict_and_names_what_is_missing(tmp_path):
-    from jbim_reid.runner import ConfigError, build_model, load_config, model_from_weights, read_load_weights
+    from jbim_reid.training.checks import ConfigError, load_config
+    from jbim_reid.training.runner import build_model, model_from_weights, read_load_weights
 
     base = ["model.pretrained", "False"] + TINY
     source = build_model(load_config(CPU_CONFIG, base), num_classes=5).eval()

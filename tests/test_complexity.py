@@ -1,10 +1,10 @@
-"""Model complexity through torchreid (jbim_reid.complexity)."""
+"""Model complexity through torchreid (jbim_reid.evaluation.complexity)."""
 import pytest
 import torch
 import torchreid
 from torch import nn
 
-from jbim_reid.complexity import complexity_table, model_complexity
+from jbim_reid.evaluation.complexity import complexity_table, model_complexity
 
 
 def test_hand_computed_module():

@@ -4,12 +4,11 @@ from pathlib import Path
 import pytest
 import torchreid
 
-from jbim_reid import compat
-from jbim_reid.cli import ConfigError, load_config
-from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
-                              imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
-                              optimizer_kwargs, protocol_kwargs)
+from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config, imagedata_kwargs,
+                              lr_scheduler_kwargs, model_kwargs, optimizer_kwargs, protocol_kwargs)
 from jbim_reid.datasets import MLRProtocol, protocol_overrides
+from jbim_reid.training.checks import ConfigError, load_config
+from jbim_reid.utils import compat
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("**/*.yaml"))
 TORCHREID_KEYS = [

@@ -6,14 +6,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import synthetic
 import torch
 import torchreid
 from PIL import Image
 
-import synthetic
-from jbim_reid.datasets import (DATASETS, CAVIAR, MLRCUHK03, MLRMarket1501, MLRPRID, MLRProtocol,
-                                MLRSYSU, MLRVIPeR, genuine_size, make_mlr_dataset, protocol_overrides)
+from jbim_reid.datasets import (CAVIAR, DATASETS, MLRCUHK03, MLRPRID, MLRSYSU, MLRMarket1501, MLRProtocol,
+                                MLRVIPeR)
 from jbim_reid.datasets import cache as cache_mod
+from jbim_reid.datasets import genuine_size, make_mlr_dataset, protocol_overrides
 from jbim_reid.datasets.simulate import downsample, lr_size
 
 

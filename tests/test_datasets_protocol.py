@@ -3,11 +3,11 @@ import json
 from collections import Counter
 
 import pytest
-
 import synthetic
+
 from jbim_reid.config import get_default_config
 from jbim_reid.config.kwargs import protocol_kwargs
-from jbim_reid.datasets import MLRCUHK03, MLRMarket1501, MLRProtocol, MLRSYSU, MLRVIPeR
+from jbim_reid.datasets import MLRCUHK03, MLRSYSU, MLRMarket1501, MLRProtocol, MLRVIPeR
 
 
 def _split(ds):

@@ -17,9 +17,9 @@ import torch
 import torchreid
 from synthetic import make_caviar
 
-from jbim_reid import distributed
 from jbim_reid.cli import main
-from jbim_reid.distributed import DistributedIdentitySampler
+from jbim_reid.engines import distributed
+from jbim_reid.engines.distributed import DistributedIdentitySampler
 
 REPO = Path(__file__).parent.parent
 CPU_CONFIG = str(REPO / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")

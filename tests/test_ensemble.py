@@ -1,10 +1,11 @@
-"""Resolution weights and distance fusion (jbim_reid.ensemble) against hand-computed values."""
+"""Resolution weights and distance fusion (jbim_reid.evaluation.ensemble) against hand-computed values."""
 import math
 
 import numpy as np
 import pytest
 
-from jbim_reid.ensemble import anchor_subsets, anchor_weights, evaluate_subsets, fuse_distances, resolution_ratios
+from jbim_reid.evaluation.ensemble import (anchor_subsets, anchor_weights, evaluate_subsets, fuse_distances,
+                                           resolution_ratios)
 from jbim_reid.metrics import evaluate_rank
 
 GALLERY_HW = [[128, 64], [100, 40], [156, 88]]  # areas 8192, 4000, 13728: mean 8640

@@ -1,4 +1,4 @@
-"""ONNX export (jbim_reid.export, ``jbim-reid export``) and OnnxMatcher: parity with torch."""
+"""ONNX export (jbim_reid.deploy.export, ``jbim-reid export``) and OnnxMatcher: parity with torch."""
 import json
 import sys
 
@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 import torchreid
 from PIL import Image
+from synthetic import person_image
 
 from jbim_reid import CrossResolutionMatcher, OnnxMatcher
 from jbim_reid.cli import main
-from jbim_reid.export import export_model, gallery_inputs, probe_inputs, sha256_file
+from jbim_reid.deploy.export import export_model, gallery_inputs, probe_inputs, sha256_file
 from jbim_reid.models import JBIM
-from jbim_reid.optional import require
-from synthetic import person_image
+from jbim_reid.utils.optional import require
 
 pytest.importorskip("onnxruntime")
 

@@ -1,4 +1,4 @@
-"""Gallery index (jbim_reid.index, ``jbim-reid index build / search``): exactness, resume, refusal, recall."""
+"""Gallery index (jbim_reid.deploy.index, ``jbim-reid index build / search``): exactness, resume, refusal, recall."""
 import json
 from pathlib import Path
 
@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torchreid
+from synthetic import person_image
 
 from jbim_reid import CrossResolutionMatcher
 from jbim_reid.cli import main
-from jbim_reid.index import GalleryIndex, IndexMismatchError, build_index, list_gallery, recall_at_k
-from jbim_reid.matcher import build_test_transform, load_rgb
+from jbim_reid.deploy.index import GalleryIndex, IndexMismatchError, build_index, list_gallery, recall_at_k
 from jbim_reid.models import JBIM
-from synthetic import person_image
+from jbim_reid.utils.images import build_test_transform, load_rgb
 
 pytest.importorskip("faiss")
 

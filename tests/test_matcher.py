@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 import torch
 import torchreid
+from synthetic import person_image
 from torch import nn
 
-from jbim_reid.matcher import CrossResolutionMatcher, MatchResult, load_rgb, build_test_transform
-from synthetic import person_image
+from jbim_reid.deploy.matcher import CrossResolutionMatcher, MatchResult
+from jbim_reid.utils.images import build_test_transform, load_rgb
 
 
 class MeanColourAnchor(nn.Module):

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 import torchreid
 from torch import nn
 
-from jbim_reid.models import (JBIM, MODEL_BUILDERS, SR_MODELS, FusionHead, build_sr,
-                              load_jbim_checkpoint, load_pretrained_weights)
+from jbim_reid.models import (JBIM, MODEL_BUILDERS, SR_MODELS, FusionHead, build_sr, load_jbim_checkpoint,
+                              load_pretrained_weights)
 
 H, W = 32, 16
 

@@ -1,9 +1,9 @@
-"""CMC plots are written as non-empty PNG files (jbim_reid.plots)."""
+"""CMC plots are written as non-empty PNG files (jbim_reid.evaluation.plots)."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from jbim_reid.plots import plot_cmc, plot_cmc_comparison
+from jbim_reid.evaluation.plots import plot_cmc, plot_cmc_comparison
 
 CMC = np.linspace(0.4, 1.0, 25).astype(np.float32)
 

@@ -4,9 +4,10 @@ import importlib
 import torchreid
 
 import jbim_reid
-from jbim_reid import compat, registry
+from jbim_reid import registry
 from jbim_reid.engines import JBIMEngine
 from jbim_reid.models import JBIM, MODEL_BUILDERS
+from jbim_reid.utils import compat
 
 
 def test_builders_are_in_torchreid_model_factory(capsys):

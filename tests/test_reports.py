@@ -1,11 +1,11 @@
-"""Split summaries, markdown tables and atomic JSON (jbim_reid.reports)."""
+"""Split summaries, markdown tables and atomic JSON (jbim_reid.evaluation.reports)."""
 import json
 
 import numpy as np
 import pytest
 
-from jbim_reid.reports import (markdown_table, paired_gain, rank_results, read_json, summarize_splits,
-                               write_json)
+from jbim_reid.evaluation.reports import (markdown_table, paired_gain, rank_results, read_json,
+                                          summarize_splits, write_json)
 
 SPLITS = [
     {"rank1": 50.0, "rank5": 70.0, "rank10": 80.0, "rank20": 90.0, "mAP": 55.0},

@@ -11,7 +11,7 @@ from test_engine import make_engine
 
 from jbim_reid.cli import main
 from jbim_reid.engines import checkpoint_path, list_checkpoints, rng_state, set_rng_state
-from jbim_reid.fileio import load_torch_file, save_torch_file
+from jbim_reid.utils.fileio import load_torch_file, save_torch_file
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 TINY = ["data.height", "32", "data.width", "16", "train.batch_size", "8", "sampler.num_instances", "2",
@@ -79,10 +79,13 @@ def test_damaged_last_checkpoint_falls_back_and_resumes_exactly(stage_run, tmp_p
 @pytest.mark.slow
 def test_finished_stage_is_skipped(stage_run, capsys):
     reference = stage_run["save_dir"]
-    before = {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
+    def stamps():  # every output file; the lock file records each run's PID
+        return {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = stamps()
     assert main(stage_run["args"] + ["data.save_dir", str(reference)]) == 0
     assert "exists, skipped" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()} == before
+    assert stamps() == before
 
 
 @pytest.mark.slow

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from jbim_reid import CrossResolutionMatcher
-from jbim_reid.cli import build_model, load_config, main
-from jbim_reid.export_weights import EXPORT_NAME, export_weights
-from jbim_reid.fileio import CheckpointError, CheckpointMismatchError, load_torch_file
+from jbim_reid.cli import main
+from jbim_reid.commands.export_weights import EXPORT_NAME, export_weights
 from jbim_reid.models import JBIM, load_jbim_checkpoint, load_pretrained_weights
+from jbim_reid.training.checks import load_config
+from jbim_reid.training.runner import build_model
+from jbim_reid.utils.fileio import CheckpointError, CheckpointMismatchError, load_torch_file
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 SMALL = ["data.height", "32", "data.width", "16"]

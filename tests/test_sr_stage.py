@@ -7,12 +7,13 @@ import pytest
 import torch
 from synthetic import make_caviar
 
-from jbim_reid import distributed
-from jbim_reid.cli import ConfigError, build_datamanager, build_model, load_config, main, run_stage
-from jbim_reid.engines import SREngine, sr_checkpoint_path
+from jbim_reid.cli import main
+from jbim_reid.engines import SREngine, distributed, sr_checkpoint_path
 from jbim_reid.engines.sr_engine import split_holdout, sr_progress_path
 from jbim_reid.metrics import psnr, ssim
 from jbim_reid.models import PixelSpaceSR, build_sr
+from jbim_reid.training.checks import ConfigError, load_config
+from jbim_reid.training.runner import build_datamanager, build_model, run_stage
 from jbim_reid.transforms import RandomResolution
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")

@@ -3,18 +3,19 @@ import random
 
 import numpy as np
 import pytest
+import synthetic
 import torch
 import torchreid
 import torchvision.transforms as T
 from PIL import Image
 
 import jbim_reid  # noqa: F401  (registration)
-import synthetic
-from jbim_reid.cli import ConfigError, build_datamanager
 from jbim_reid.config import get_default_config
 from jbim_reid.datasets import CAVIAR, protocol_overrides
-from jbim_reid.transforms import (DEFAULT_RANGE, RandomResolution, current_range,
-                                  resolution_aug_range, split_leading_random_resolution)
+from jbim_reid.training.checks import ConfigError
+from jbim_reid.training.runner import build_datamanager
+from jbim_reid.transforms import (DEFAULT_RANGE, RandomResolution, current_range, resolution_aug_range,
+                                  split_leading_random_resolution)
 
 
 def _image(h=40, w=16, seed=0):

@@ -1,13 +1,14 @@
-"""Ranked lists with the LR probe at its genuine size (jbim_reid.visualize)."""
+"""Ranked lists with the LR probe at its genuine size (jbim_reid.evaluation.visualize)."""
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic import person_image
 from torch import nn
 
-from jbim_reid.visualize import GAP, compose_panel, sr_images_from_model, visualize_cross_resolution_ranks
-from synthetic import person_image
+from jbim_reid.evaluation.visualize import (GAP, compose_panel, sr_images_from_model,
+                                            visualize_cross_resolution_ranks)
 
 WIDTH, HEIGHT, TOPK = 32, 64, 3
 LR_H, LR_W = 24, 12

@@ -12,12 +12,14 @@ import torchvision
 from http_server import LocalServer, refused_url, silent_server
 from synthetic import make_caviar
 
-import jbim_reid.download
-from jbim_reid.cli import build_model, load_config, main
-from jbim_reid.fileio import CheckpointError
+import jbim_reid.utils.download
+from jbim_reid.cli import main
 from jbim_reid.models import JBIM, WeightsUnavailableError, imagenet, jbim_options
-from jbim_reid.models.imagenet import (backbone_state_dict, imagenet_state_dict,
-                                       mobilenetv2_from_torchvision, weight_source)
+from jbim_reid.models.imagenet import (backbone_state_dict, imagenet_state_dict, mobilenetv2_from_torchvision,
+                                       weight_source)
+from jbim_reid.training.checks import load_config
+from jbim_reid.training.runner import build_model
+from jbim_reid.utils.fileio import CheckpointError
 
 CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
 
@@ -110,8 +112,8 @@ def test_mobilenetv2_mapping_matches_the_shared_torchreid_layout_file():
 @pytest.mark.parametrize("transport", ["urllib", "gdown"])
 @pytest.mark.parametrize("failure", ["never_answers", "refused"])
 def test_unreachable_server_gives_a_clear_error_quickly(torch_home, monkeypatch, transport, failure):
-    monkeypatch.setattr(jbim_reid.download, "DOWNLOAD_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(jbim_reid.download, "_is_google_drive", lambda url: transport == "gdown")
+    monkeypatch.setattr(jbim_reid.utils.download, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(jbim_reid.utils.download, "_is_google_drive", lambda url: transport == "gdown")
     with silent_server() as silent:
         imagenet.URL_OVERRIDES["osnet_x0_25"] = silent if failure == "never_answers" else refused_url()
         start = time.monotonic()

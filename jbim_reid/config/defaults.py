@@ -2,8 +2,9 @@
 
 Sections mirror torchreid's ``scripts/default_config.py`` (model, data, sampler, train, sgd, adam,
 rmsprop, loss, test) with the same key names, plus ``mlr`` (the fields of
-``jbim_reid.datasets.MLRProtocol``), ``jbim`` (the method's own options) and ``ensemble``
-(the anchors of the multi-resolution ensemble, ``add_ensemble_config``). Keys are lowercase;
+``jbim_reid.datasets.MLRProtocol``), ``folder`` (the options of ``crossres_folder``), ``jbim``
+(the method's own options) and ``ensemble`` (the anchors of the multi-resolution ensemble,
+``add_ensemble_config``). Keys are lowercase;
 each has a comment giving its meaning, units and options.
 """
 from yacs.config import CfgNode as CN
@@ -48,7 +49,7 @@ def get_default_config() -> CN:
     # Folder that holds the datasets (e.g. <root>/caviar/CAVIAR4REID).
     cfg.data.root = "reid-data"
     # Training dataset names (registered with torchreid): caviar, mlr_viper, mlr_prid, mlr_cuhk03,
-    # mlr_market1501, mlr_sysu.
+    # mlr_market1501, mlr_sysu, crossres_folder (your own folder: see the folder node).
     cfg.data.sources = ["caviar"]
     # Test dataset names (LR query vs HR gallery).
     cfg.data.targets = ["caviar"]
@@ -74,8 +75,8 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.229, 0.224, 0.225]
     # Output folder: logs, checkpoints (<save_dir>/model/), results.json, visrank_<dataset>/.
     cfg.data.save_dir = "log"
-    # Unreadable images (zero-byte, truncated, corrupt, not an image) stop the command naming them;
-    # True skips them instead (they are listed in a warning).
+    # Unreadable train, query or gallery images (zero-byte, truncated, corrupt, not an image) stop the
+    # command naming them; True skips them instead (counted per subset and listed in a warning).
     cfg.data.skip_bad_images = False
 
     # ---------------------------------------------------------------- sampler
@@ -208,8 +209,36 @@ def get_default_config() -> CN:
     # LR image / split cache folder; '' = <data.root>/jbim_cache (per-user fallback).
     cfg.mlr.cache_dir = ""
 
+    # ---------------------------------------------------------------- folder (crossres_folder)
+    # Your own genuine cross-resolution data: <data.root>/<name>/{train,query,gallery}/ with files
+    # <pid>_c<camid>_<anything>.<jpg|jpeg|png|bmp> (Market-1501 names; pid -1 = junk, skipped).
+    # Query = the LR images of query/, gallery = the HR images of gallery/, train/ holds both.
+    # Set exactly one of lr_cameras and lr_max_height.
+    cfg.folder = CN()
+    # The dataset's folder under data.root.
+    cfg.folder.name = "custom"
+    # Camera ids (the <camid> of the file names) whose images are the LR side; [] = unused.
+    cfg.folder.lr_cameras = []
+    # Images at most this many pixels tall are LR, whatever their camera; 0 = unused.
+    cfg.folder.lr_max_height = 0
+    # Query images whose id has no gallery image under another camera: True drops them (listed in a
+    # warning), False stops with an error listing them.
+    cfg.folder.drop_unmatched_query = True
+
     # ---------------------------------------------------------------- jbim
     cfg.jbim = CN()
+    # Recipe: auto (measure the training split before stage sr and set jbim.cross_stream_triplet,
+    # jbim.ratio and jbim.train_ratios from it: jbim_reid/training/recipe.py), paper (the paper's:
+    # m = 1/2, per-stream triplets), custom (the keys as written). Keys given in the config file or on
+    # the command line win over auto and paper; `jbim-reid recipe` prints the resolution.
+    cfg.jbim.recipe = "auto"
+    # A torchreid model checkpoint of the same backbone (model.pth.tar-N as torchreid's engines write
+    # it, or its state_dict) initialising the HIM and LIM backbones (classifier dropped); '' = none.
+    cfg.jbim.init_from = ""
+    # Epochs per stage of jbim.stage all, e.g. {him: 6, lim: 6, joint: 12} (on the command line
+    # "{'him': 0, 'joint': 12}"); a stage not named trains train.max_epoch; 0 skips it and carries its
+    # initialisation through. Each stage's lr steps (train.stepsize) scale with its own epochs.
+    cfg.jbim.stage_epochs = CN(new_allowed=True)
     # SR module, run on [0, 1] RGB (de-normalised by data.norm_mean/std): srcnn (9-5-5, predicts a
     # residual), srcnn_915 (9-1-5, cheaper, residual), srcnn_paper / srcnn_915_paper (the paper's
     # non-residual SRCNN: outputs the image), vdsr (20 layers, residual), espcn (convs at 1/4 of the
@@ -265,7 +294,7 @@ def get_default_config() -> CN:
     cfg.jbim.sr_holdout = 0.1
 
     # ---------------------------------------------------------------- distributed / mixed precision
-    # (jbim_reid/distributed.py; effective under torchrun, ignored by a single process)
+    # (jbim_reid/engines/distributed.py; effective under torchrun, ignored by a single process)
     # Process-group backend: nccl, gloo, or '' = nccl on GPU, gloo on CPU.
     cfg.train.dist_backend = ""
     # Seconds a rank waits on a collective before failing (a dead peer ends the job, no hang).

@@ -4,7 +4,7 @@ from typing import Any, Dict
 from yacs.config import CfgNode as CN
 
 __all__ = ["imagedata_kwargs", "optimizer_kwargs", "lr_scheduler_kwargs", "engine_kwargs",
-           "engine_run_kwargs", "model_kwargs", "protocol_kwargs"]
+           "engine_run_kwargs", "model_kwargs", "protocol_kwargs", "folder_kwargs"]
 
 
 def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
@@ -120,6 +120,7 @@ def model_kwargs(cfg: CN) -> Dict[str, Any]:
         "sr_pretrained_path": cfg.jbim.sr_pretrained_path,
         "him_pretrained_path": cfg.jbim.him_pretrained_path,
         "lim_pretrained_path": cfg.jbim.lim_pretrained_path,
+        "init_from": cfg.jbim.init_from,
         "train_ratios": [float(m) for m in cfg.jbim.train_ratios] or None,
         "norm_mean": list(cfg.data.norm_mean),
         "norm_std": list(cfg.data.norm_std),
@@ -140,4 +141,14 @@ def protocol_kwargs(cfg: CN) -> Dict[str, Any]:
         "images_per_camera": None if cfg.mlr.images_per_camera < 0 else cfg.mlr.images_per_camera,
         "id_split": cfg.mlr.id_split,
         "cache_dir": cfg.mlr.cache_dir or None,
+    }
+
+
+def folder_kwargs(cfg: CN) -> Dict[str, Any]:
+    """Fields of ``jbim_reid.datasets.FolderOptions`` (``crossres_folder``) for ``folder_overrides``."""
+    return {
+        "name": cfg.folder.name,
+        "lr_cameras": list(cfg.folder.lr_cameras),
+        "lr_max_height": cfg.folder.lr_max_height,
+        "drop_unmatched_query": cfg.folder.drop_unmatched_query,
     }

@@ -10,7 +10,7 @@ import torchreid
 import torchvision
 from PIL import Image
 
-from jbim_reid.ensemble import ratio_label, resolution_ratios
+from jbim_reid.evaluation.ensemble import ratio_label, resolution_ratios
 from jbim_reid.transforms import split_leading_random_resolution
 
 __all__ = ["CrossResolutionDataset", "genuine_size", "read_image"]
@@ -136,7 +136,7 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
         """Median genuine resolution ratio ``r`` of the LR items of ``items`` (default: train) to its HR items.
 
         ``r = sqrt(A_lr / mean HR area)`` per LR image from on-disk sizes, as the ensemble weighs probes
-        (:func:`jbim_reid.ensemble.resolution_ratios`), so a synthetic-LR ratio ``jbim.ratio`` set to it
+        (:func:`jbim_reid.evaluation.ensemble.resolution_ratios`), so a synthetic-LR ratio ``jbim.ratio`` set to it
         reaches the LR camera's resolution. None when ``items`` lacks either side.
         """
         items = self.train if items is None else items
@@ -145,6 +145,24 @@ class CrossResolutionDataset(torchreid.data.ImageDataset):
         if not lr or not hr:
             return None
         return float(np.median(resolution_ratios(lr, hr)))
+
+    def identity_lr_ratios(self, items=None) -> np.ndarray:
+        """Genuine ratio ``r = sqrt(A_lr / mean area of the same identity's HR images)`` of every LR item.
+
+        From on-disk sizes, over ``items`` (default: train); LR items whose identity has no HR item there
+        are left out. What ``jbim.recipe auto`` reads to pick the synthetic-LR ratios.
+        """
+        items = self.train if items is None else items
+        hr_areas = defaultdict(list)
+        lr_items = []
+        for impath, pid, *_ in items:
+            h, w = genuine_size(impath)
+            if impath in self.lr_paths:
+                lr_items.append((pid, h * w))
+            else:
+                hr_areas[pid].append(h * w)
+        ratios = [np.sqrt(area / np.mean(hr_areas[pid])) for pid, area in lr_items if hr_areas[pid]]
+        return np.asarray(ratios, dtype=np.float64)
 
     def mean_genuine_area(self, items) -> float:
         """Mean ``h * w`` (header sizes) over ``items``; 0.0 when empty."""

@@ -1,14 +1,14 @@
-"""Cache folder resolution, atomic writes (through ``jbim_reid.fileio``) and an inter-process lock for split / LR generation."""
-import contextlib
-import fcntl
+"""Cache folder resolution, atomic writes (through ``jbim_reid.utils.fileio``) and an inter-process lock for
+split / LR generation (``file_lock``, from ``jbim_reid.utils.locks``)."""
 import hashlib
 import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
-from jbim_reid.fileio import atomic_write
+from jbim_reid.utils.fileio import atomic_write
+from jbim_reid.utils.locks import file_lock  # serialises split / LR generation between processes
 
 __all__ = ["resolve_cache_root", "is_writable_dir", "atomic_write_bytes", "atomic_write_json",
            "json_bytes", "file_lock", "user_cache_home"]
@@ -68,7 +68,7 @@ def resolve_cache_root(data_root: PathLike, cache_dir: Optional[PathLike] = None
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` with ``jbim_reid.fileio.atomic_write`` (temp file, fsync, rename).
+    """Write ``data`` to ``path`` with ``jbim_reid.utils.fileio.atomic_write`` (temp file, fsync, rename).
 
     Readers therefore see either no file or a complete one, never a partial write.
     """
@@ -83,19 +83,3 @@ def json_bytes(obj: Any) -> bytes:
 def atomic_write_json(path: PathLike, obj: Any) -> None:
     """``atomic_write_bytes(path, json_bytes(obj))``."""
     atomic_write_bytes(path, json_bytes(obj))
-
-
-@contextlib.contextmanager
-def file_lock(path: PathLike) -> Iterator[None]:
-    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if missing) for the block.
-
-    Serialises split / LR generation between processes (and DataLoader workers) sharing a cache.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

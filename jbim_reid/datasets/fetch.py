@@ -3,7 +3,7 @@
 torchreid's ``ImageDataset.download_dataset`` creates ``<root>/<dataset_dir>`` first, downloads the
 archive into it and unpacks it there, so an interrupted run leaves a folder that the next run takes
 for a complete dataset. :func:`fetch_dataset` does the same job in steps that cannot leave half a
-dataset behind: download to a temporary name (``jbim_reid.download``), unpack into a temporary
+dataset behind: download to a temporary name (``jbim_reid.utils.download``), unpack into a temporary
 folder beside the destination, check the expected layout, then rename that folder to
 ``<root>/<dataset_dir>``.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from jbim_reid.datasets.cache import file_lock
-from jbim_reid.download import DownloadError, download_file
+from jbim_reid.utils.download import DownloadError, download_file
 
 __all__ = ["DatasetUnavailableError", "fetch_dataset", "unpack_archive"]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from jbim_reid.datasets.base import CrossResolutionDataset
 from jbim_reid.datasets.cache import atomic_write_json, file_lock, resolve_cache_root
-from jbim_reid.datasets.imagecheck import check_images
+from jbim_reid.datasets.imagecheck import check_split_images
 from jbim_reid.datasets.fetch import fetch_dataset
 from jbim_reid.datasets.protocol import LR_MODES, PROTOCOL_FIELDS, MLRProtocol, resolve_protocol
 from jbim_reid.datasets.simulate import ensure_lr_image, lr_cache_path
@@ -87,7 +87,7 @@ class MLRDataset(CrossResolutionDataset):
         split = self._load_or_build()
         self.split = split
         train, query, gallery, lr_paths, lr_ratios = self._materialize(split)
-        train, query, gallery = self._check_images(train, query, gallery, kwargs.get("mode", "train"))
+        train, query, gallery = check_split_images(train, query, gallery, self.name)
         super().__init__(train, query, gallery, lr_paths=lr_paths, lr_ratios=lr_ratios,
                          pair_views=pair_views, **kwargs)
 
@@ -136,23 +136,6 @@ class MLRDataset(CrossResolutionDataset):
                     if not dst.is_file():
                         out.append((osp.join(self.root, it["path"]), dst, it["ratio"]))
         return out
-
-    def _check_images(self, train: list, query: list, gallery: list, mode: str):
-        """Decode the images of the subset ``mode`` uses once (``imagecheck.check_images``).
-
-        Skipped training images may take a whole identity with them: train pids are then relabelled.
-        """
-        if mode == "train":
-            kept = check_images(train, self.name, "train")
-            if len(kept) != len(train):
-                labels = {pid: i for i, pid in enumerate(sorted({it[1] for it in kept}))}
-                kept = [(path, labels[pid], *rest) for path, pid, *rest in kept]
-            train = kept
-        elif mode == "query":
-            query = check_images(query, self.name, "query")
-        elif mode == "gallery":
-            gallery = check_images(gallery, self.name, "gallery")
-        return train, query, gallery
 
     def _read_split(self) -> Optional[Dict[str, Any]]:
         """The cached split, or None when it is missing or corrupt (it is then rebuilt)."""

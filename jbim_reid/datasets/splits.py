@@ -198,11 +198,42 @@ def build_split(records: Sequence[Record], protocol: MLRProtocol, split_id: int,
 
 
 def check_split(split: Mapping[str, Any], protocol: MLRProtocol, split_id: int, path: str) -> None:
-    """Raise ValueError when a loaded split file does not match the requested protocol / version."""
+    """Raise ValueError naming ``path`` when a loaded split file does not match the requested protocol /
+    version, or its items are not those :func:`build_split` writes (a hand-edited or foreign file)."""
     if split.get("version") != SPLIT_VERSION:
         raise ValueError(f"Split file '{path}' has version {split.get('version')!r}, expected "
                          f"{SPLIT_VERSION}; delete it to regenerate")
     if split.get("protocol") != protocol.recorded() or split.get("split_id") != split_id:
         raise ValueError(f"Split file '{path}' records protocol {split.get('protocol')} / split "
                          f"{split.get('split_id')}, expected {protocol.recorded()} / {split_id}; delete it")
+    _check_items(split, path)
     validate_probes(split["query"], split["gallery"])
+
+
+_ITEM_FIELDS = {"path": (str, "a path"), "pid": (int, "an integer person id"), "camid": (int, "an integer camid"),
+                "lr": (bool, "true or false")}  # field of a split item -> (type, what the error asks for)
+
+
+def _check_items(split: Mapping[str, Any], path: str) -> None:
+    """Raise ValueError naming the file, subset and item when a split's train / query / gallery lists are
+    not non-empty lists of items as :func:`build_split` writes them."""
+    fix = "delete it to regenerate"
+    for key in ("train", "query", "gallery"):
+        items = split.get(key)
+        if not isinstance(items, list) or not items:
+            found = "an empty list" if isinstance(items, list) else f"a {type(items).__name__}"
+            raise ValueError(f"Split file '{path}': '{key}' is {found}, expected a non-empty list of images; {fix}")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValueError(f"Split file '{path}': {key}[{i}] is a {type(item).__name__}, expected an object "
+                                 f"with {list(_ITEM_FIELDS) + ['ratio']}; {fix}")
+            for field, (kind, expected) in _ITEM_FIELDS.items():
+                value = item.get(field)
+                if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                    found = f"{field} {value!r}" if field in item else f"no '{field}'"
+                    raise ValueError(f"Split file '{path}': {key}[{i}] has {found}, expected {expected}; {fix}")
+            ratio = item.get("ratio")
+            if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                                      or not 0 < ratio <= 1):
+                raise ValueError(f"Split file '{path}': {key}[{i}] has ratio {ratio!r}, expected null or a "
+                                 f"number in (0, 1]; {fix}")

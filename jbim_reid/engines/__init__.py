@@ -1,6 +1,10 @@
-"""JBIM training engine and its losses; the SR pre-training engine (stage ``sr``)."""
-from jbim_reid.engines.jbim_engine import (STAGES, JBIMEngine, checkpoint_path, list_checkpoints,
-                                           rng_state, set_rng_state)
+"""Training engines: ``JBIMEngine`` (the JBIM losses, LR-probe / HR-gallery evaluation) with its checkpoints
+and losses, ``SREngine`` (stage ``sr``), and the torch.distributed helpers both use under ``torchrun``.
+
+May import datasets, evaluation, models, metrics, config and utils; never training, deploy or commands.
+"""
+from jbim_reid.engines.checkpoints import checkpoint_path, list_checkpoints, rng_state, set_rng_state
+from jbim_reid.engines.jbim_engine import STAGES, JBIMEngine
 from jbim_reid.engines.losses import ClassificationLoss
 from jbim_reid.engines.sr_engine import SREngine, sr_checkpoint_path
 

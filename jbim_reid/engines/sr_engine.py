@@ -6,7 +6,7 @@ their PSNR has not risen for ``patience`` epochs. The best epoch's weights are k
 
 Under ``torchrun`` every rank trains the same small module on the same data with the same seed
 (no collective calls, so no rank waits out ``train.dist_timeout`` for another's SR training) and
-only rank 0 writes; ``jbim_reid.sr_stage.run_sr_stage`` holds the ranks at a barrier until its
+only rank 0 writes; ``jbim_reid.training.sr_stage.run_sr_stage`` holds the ranks at a barrier until its
 checkpoint is on disk, and stage ``him`` reads that one file on every rank.
 """
 import copy
@@ -21,15 +21,15 @@ import torch.nn.functional as F
 import torchreid
 from torch.utils.data import DataLoader, Dataset
 
-from jbim_reid import distributed
 from jbim_reid.datasets.base import read_image
-from jbim_reid.ensemble import ratio_label
-from jbim_reid.engines.jbim_engine import rng_state, set_rng_state
-from jbim_reid.fileio import CheckpointError, load_torch_file, save_torch_file
+from jbim_reid.engines import distributed
+from jbim_reid.engines.checkpoints import rng_state, set_rng_state
+from jbim_reid.evaluation.ensemble import ratio_label
 from jbim_reid.metrics.image_quality import psnr, ssim
 from jbim_reid.models.jbim import synthesize_lr
 from jbim_reid.models.pixel import PixelSpaceSR
 from jbim_reid.transforms import without_random_resolution
+from jbim_reid.utils.fileio import CheckpointError, load_torch_file, save_torch_file
 
 __all__ = ["SREngine", "HRImages", "hr_train_paths", "split_holdout", "sr_checkpoint_path", "sr_progress_path"]
 

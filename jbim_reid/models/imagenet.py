@@ -8,7 +8,7 @@ Sources are read from the installed torchreid (``torchreid.models.resnet.model_u
 MobileNetV2 with its keys mapped to torchreid's layout (:func:`mobilenetv2_from_torchvision`).
 
 Every file is checked before use (sha256 prefix where the file name publishes one, then loaded with
-``jbim_reid.fileio.load_torch_file`` and matched key by key against the backbone); a cached file that
+``jbim_reid.utils.fileio.load_torch_file`` and matched key by key against the backbone); a cached file that
 fails is removed. A download that cannot happen raises :class:`WeightsUnavailableError`, naming the
 backbone, the URL, the cache path and ``model.pretrained_path``.
 """
@@ -23,12 +23,12 @@ import torchreid
 import torchvision
 from torch import nn
 
-from jbim_reid.download import DownloadError, download_file, hub_hash_prefix, sha256_file
-from jbim_reid.fileio import CheckpointError, load_torch_file, strip_module_prefix
+from jbim_reid.utils.download import DownloadError, download_file, hub_hash_prefix, sha256_file
+from jbim_reid.utils.fileio import CheckpointError, load_torch_file, strip_module_prefix
 
 __all__ = ["WeightSource", "WeightsUnavailableError", "URL_OVERRIDES", "TORCHREID_WEIGHTS",
            "MOBILENETV2_URL", "weight_source", "imagenet_state_dict", "fetch_imagenet_weights",
-           "backbone_state_dict", "check_backbone_state", "mobilenetv2_from_torchvision",
+           "backbone_state_dict", "init_state_dict", "check_backbone_state", "mobilenetv2_from_torchvision",
            "supported_backbones", "torch_home"]
 
 TORCHREID_WEIGHTS: Dict[str, Tuple[str, str, str]] = {  # backbone -> (torchreid.models module, URL dict, key)
@@ -188,6 +188,32 @@ def backbone_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Mo
     if module is None:
         module = torchreid.models.build_model(backbone, num_classes=1, pretrained=False)
     check_backbone_state(module, state, f"'{path}'")
+    return state
+
+
+def init_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Module] = None
+                    ) -> Dict[str, torch.Tensor]:
+    """The backbone weights of a torchreid model checkpoint (``jbim.init_from``), classifier dropped.
+
+    Raises:
+        CheckpointError: the file is unreadable or unsafe, is a JBIM checkpoint, or does not fit
+            ``backbone`` (the error names the file and what it holds).
+    """
+    loaded = load_torch_file(path, what="jbim.init_from")
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"jbim.init_from: '{path}' holds no state dict (got {type(loaded).__name__})")
+    state = strip_module_prefix(state)
+    parts = sorted({k.split(".", 1)[0] for k in state} & {"him", "lim", "sr", "fusion"})
+    if "jbim_kwargs" in loaded or parts:
+        raise CheckpointError(
+            f"jbim.init_from: '{path}' is a JBIM checkpoint (parts {parts or 'jbim_kwargs'}), not a torchreid "
+            f"model: it takes a {backbone} checkpoint as torchreid's engines write it; a JBIM checkpoint "
+            "goes to model.load_weights, or per branch to jbim.him_checkpoint / jbim.lim_checkpoint")
+    state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    if module is None:
+        module = torchreid.models.build_model(backbone, num_classes=1, pretrained=False)
+    check_backbone_state(module, state, f"jbim.init_from '{path}'")
     return state
 
 

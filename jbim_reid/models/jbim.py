@@ -12,15 +12,14 @@ import torch.nn.functional as F
 import torchreid
 from torch import nn
 
-from jbim_reid.fileio import load_torch_file, strip_module_prefix
 from jbim_reid.models.fusion import FusionHead
-from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict
-from jbim_reid.models.options import current_options
+from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict, init_state_dict
 from jbim_reid.models.pixel import IMAGENET_MEAN, IMAGENET_STD, PixelNorm
 from jbim_reid.models.sr import build_sr
 from jbim_reid.models.weights import load_pretrained_weights, load_sr_weights
+from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
 
-__all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "MODEL_BUILDERS", "load_jbim_checkpoint",
+__all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "load_jbim_checkpoint",
            "synthesize_lr"]
 
 Ratios = Union[float, Sequence[float], torch.Tensor]  # one ratio for a batch, or one per image
@@ -151,6 +150,9 @@ class JBIM(nn.Module):
             ``lim`` (LIM only) or ``him_lim`` (SR+HIM and LIM, features concatenated at test).
             Default is ``jbim``.
         backbone_pretrained_path (str, optional): local weights loaded into both backbones.
+        init_from (str, optional): a torchreid model checkpoint of ``backbone`` (``model.pth.tar-N`` of
+            torchreid's engines, or its state dict) initialising both backbones, classifier dropped;
+            ``him_pretrained_path`` / ``lim_pretrained_path`` win over it.
         sr_pretrained_path (str, optional): local weights loaded into the SR module.
         him_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for HIM.
         lim_pretrained_path (str, optional): overrides ``backbone_pretrained_path`` for LIM.
@@ -174,7 +176,8 @@ class JBIM(nn.Module):
                  backbone_pretrained_path: str = "", sr_pretrained_path: str = "",
                  him_pretrained_path: str = "", lim_pretrained_path: str = "",
                  backbone_pretrained: bool = False, train_ratios: Optional[Sequence[float]] = None,
-                 norm_mean: Sequence[float] = IMAGENET_MEAN, norm_std: Sequence[float] = IMAGENET_STD):
+                 norm_mean: Sequence[float] = IMAGENET_MEAN, norm_std: Sequence[float] = IMAGENET_STD,
+                 init_from: str = ""):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"Unknown jbim.variant '{variant}'; expected one of {list(VARIANTS)}")
@@ -207,11 +210,11 @@ class JBIM(nn.Module):
             self.feature_dim = self.fusion.feature_dim
         else:
             self.feature_dim = sum(b.feature_dim for b in (self.him, self.lim) if b is not None)
-        self.load_weights(backbone_pretrained_path, sr_pretrained_path,
-                          him_pretrained_path, lim_pretrained_path, imagenet=backbone_pretrained)
+        self.load_weights(backbone_pretrained_path, sr_pretrained_path, him_pretrained_path or init_from,
+                          lim_pretrained_path or init_from, imagenet=backbone_pretrained, init_from=init_from)
 
     def load_weights(self, backbone_path: str = "", sr_path: str = "", him_path: str = "",
-                     lim_path: str = "", imagenet: bool = False) -> Dict[str, tuple]:
+                     lim_path: str = "", imagenet: bool = False, init_from: str = "") -> Dict[str, tuple]:
         """Load pretrained weights into the backbones and the SR module.
 
         Backbone files are checked against the backbone (``backbone_state_dict``); each file (and
@@ -225,6 +228,8 @@ class JBIM(nn.Module):
             him_path (str): file for HIM's backbone, overriding ``backbone_path``.
             lim_path (str): file for LIM's backbone, overriding ``backbone_path``.
             imagenet (bool): the backbone's ImageNet weights for backbones without a file.
+            init_from (str): which of the files is a torchreid model checkpoint (``jbim.init_from``):
+                it must not be a JBIM checkpoint, and its classifier is dropped.
 
         Returns:
             dict: part name -> ``(loaded keys, skipped keys)`` for every part that was loaded.
@@ -236,7 +241,8 @@ class JBIM(nn.Module):
             if branch is None or not (path or imagenet):
                 continue
             if path not in states:
-                states[path] = (backbone_state_dict(path, backbone, branch.backbone) if path
+                states[path] = (init_state_dict(path, backbone, branch.backbone) if path and path == init_from
+                                else backbone_state_dict(path, backbone, branch.backbone) if path
                                 else imagenet_state_dict(backbone, branch.backbone))
             report[name] = load_pretrained_weights(
                 branch.backbone, states[path], source=path or f"ImageNet weights of {backbone}")
@@ -410,28 +416,6 @@ class JBIM(nn.Module):
         raise ValueError(f"Unknown role '{role}'; expected 'probe' or 'gallery'")
 
 
-def _builder(backbone: str):
-    def build(num_classes: int, loss: str = "softmax", pretrained: bool = True, use_gpu: bool = True,
-              **kwargs) -> JBIM:
-        options = {**current_options(), **kwargs}
-        return JBIM(num_classes, backbone=backbone, backbone_pretrained=pretrained, **options)
-
-    build.__name__ = f"jbim_{backbone}"
-    build.__doc__ = (f"JBIM with ``{backbone}`` backbones (torchreid factory signature). ``loss`` and "
-                     "``use_gpu`` are accepted for compatibility. ``pretrained`` loads the backbone's "
-                     "ImageNet weights as torchreid does (downloaded once into torchreid's cache) "
-                     "unless a ``backbone_pretrained_path`` is given. Other JBIM arguments come from "
-                     "keyword arguments or an enclosing ``jbim_options(...)`` block.")
-    return build
-
-
-MODEL_BUILDERS = {  # torchreid model factory name -> builder
-    f"jbim_{name}": _builder(name)
-    for name in ("resnet50", "osnet_x1_0", "osnet_x0_25", "osnet_x0_5", "osnet_x0_75",
-                 "osnet_ibn_x1_0", "mobilenetv2_x1_0", "resnet50_fc512")
-}
-
-
 def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint") -> JBIM:
     """Rebuild a JBIM model from an already loaded ``JBIMEngine.save_model`` checkpoint.
 
@@ -447,6 +431,7 @@ def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint") -> JBI
     model = JBIM(**checkpoint["jbim_kwargs"])
     state = strip_module_prefix(checkpoint["state_dict"])
     model.load_state_dict(state)
+    model.recipe = checkpoint.get("recipe")  # how it was trained (jbim.recipe), None for older files
     return model.eval()
 
 

@@ -23,7 +23,7 @@ def option_names() -> List[str]:
     ``num_classes`` and ``backbone`` come from ``build_model``'s arguments and the builder's name;
     ``backbone_pretrained`` is ``build_model``'s ``pretrained``.
     """
-    from jbim_reid.models.jbim import JBIM  # imported here: jbim.py imports this module
+    from jbim_reid.models.jbim import JBIM  # imported on use: the torchreid backbones are heavy
 
     names = list(inspect.signature(JBIM.__init__).parameters)[1:]
     return [n for n in names if n not in ("num_classes", "backbone", "backbone_pretrained")]

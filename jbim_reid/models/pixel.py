@@ -10,10 +10,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PixelNorm", "PixelSpaceSR"]
+from jbim_reid.utils.images import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchreid's default norm_mean
-IMAGENET_STD = (0.229, 0.224, 0.225)  # torchreid's default norm_std
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PixelNorm", "PixelSpaceSR"]
 
 
 class PixelNorm(nn.Module):

@@ -6,7 +6,7 @@ from typing import List, Mapping, Tuple, Union
 
 from torch import nn
 
-from jbim_reid.fileio import load_torch_file, strip_module_prefix
+from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
 
 __all__ = ["load_pretrained_weights", "load_sr_weights"]
 

@@ -2,8 +2,9 @@
 
 Each anchor is an export folder written by ``jbim-reid export`` (``probe.onnx``, ``gallery.onnx``,
 ``export.json``); onnxruntime runs the graphs, so no model code or torch weights are needed. Inputs are
-made by :func:`jbim_reid.export.probe_inputs` and :func:`jbim_reid.export.gallery_inputs`, the
-pre-processing the graphs were exported for.
+made by :func:`jbim_reid.deploy.export.probe_inputs` and :func:`jbim_reid.deploy.export.gallery_inputs`, the
+pre-processing the graphs were exported for. A graph whose sha256 differs from the one ``export.json``
+records (a damaged, replaced or half-copied export) is refused with a ``DataError`` naming the file.
 
 Examples::
     >>> from jbim_reid import OnnxMatcher
@@ -11,6 +12,7 @@ Examples::
     >>> result = matcher.match(['probe_small.jpg'], ['g1.jpg', 'g2.jpg'])
     >>> result.ranking[0]
 """
+import hashlib
 import json
 import os
 import os.path as osp
@@ -20,9 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from jbim_reid.export import gallery_inputs, probe_inputs
-from jbim_reid.matcher import CrossResolutionMatcher
-from jbim_reid.optional import require
+from jbim_reid.deploy.export import gallery_inputs, probe_inputs
+from jbim_reid.deploy.matcher import CrossResolutionMatcher
+from jbim_reid.utils.errors import DataError
+from jbim_reid.utils.optional import require
 
 __all__ = ["OnnxAnchor", "OnnxMatcher"]
 
@@ -45,22 +48,40 @@ class OnnxAnchor:
         if not osp.isfile(meta_path):
             raise FileNotFoundError(f"'{folder}' is not an export folder: {meta_path} not found "
                                     "(write one with jbim-reid export)")
-        with open(meta_path, encoding="utf-8") as f:
-            self.meta: Dict[str, Any] = json.load(f)
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                self.meta: Dict[str, Any] = json.load(f)
+            self.ratio = float(self.meta["ratio"])
+            self.height, self.width = int(self.meta["input"]["height"]), int(self.meta["input"]["width"])
+            self.feature_dim = int(self.meta["feature_dim"])
+            files = {role: str(self.meta[role]["file"]) for role in ("probe", "gallery")}
+        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError too
+            raise DataError(f"export folder '{folder}': {meta_path} is not an export.json of jbim-reid export "
+                            f"({type(err).__name__}: {err}); export it again") from None
         self.folder = folder
-        self.ratio = float(self.meta["ratio"])
-        self.height, self.width = int(self.meta["input"]["height"]), int(self.meta["input"]["width"])
-        self.feature_dim = int(self.meta["feature_dim"])
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.sessions = {}
-        for role in ("probe", "gallery"):
-            path = osp.join(folder, self.meta[role]["file"])
-            if not osp.isfile(path):
-                raise FileNotFoundError(f"export folder '{folder}': {path} not found")
-            self.sessions[role] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        for role, name in files.items():
+            self.sessions[role] = ort.InferenceSession(self._graph(name), options, providers=["CPUExecutionProvider"])
+
+    def _graph(self, name: str) -> bytes:
+        """The bytes of graph ``name``, checked against the sha256 ``export.json`` records for it."""
+        path = osp.join(self.folder, name)
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"export folder '{self.folder}': {path} not found")
+        expected = self.meta.get("files", {}).get(name, {}).get("sha256")
+        if not expected:
+            raise DataError(f"export folder '{self.folder}': export.json records no sha256 of {name} (an export "
+                            "of an older jbim-reid), so the graph cannot be checked; export it again")
+        with open(path, "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise DataError(f"export folder '{self.folder}': {path} does not match the sha256 export.json "
+                            f"records for it (damaged, replaced or partly copied); export it again")
+        return data
 
     def probe_features(self, images: Sequence) -> np.ndarray:
         """Features of LR probes (paths, PIL images or uint8 arrays): ``(B, feature_dim)`` float32."""

@@ -1,173 +1,37 @@
-"""The stage runner below every command: config loading and checks, datamanager and model building,
-running one stage, writing results.
+"""The stage runner below every command: datamanager and model building, running (or skipping) one
+stage, loading a model for testing, writing results.
 
-``jbim-reid train`` / ``test`` (``cli.py``), ``train-anchors`` / ``ensemble`` (``anchors.py``), the
-export and index commands and the benchmarks all drive training through this module; it imports no
-command module.
+``jbim-reid train`` / ``test``, ``train-anchors`` / ``ensemble``, the export commands and the benchmarks
+all drive training through this module (configs are loaded and checked by ``training.checks``).
 """
-import argparse
 import contextlib
 import os
 import os.path as osp
-import tempfile
-from typing import List, Mapping, Optional, Tuple
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import compat, distributed, resume
-from jbim_reid.config import (engine_kwargs, engine_run_kwargs, get_default_config,
-                              imagedata_kwargs, lr_scheduler_kwargs, model_kwargs,
-                              optimizer_kwargs, protocol_kwargs)
-from jbim_reid.engines import JBIMEngine, checkpoint_path
-from jbim_reid.errors import DataError
-from jbim_reid.fileio import load_torch_file, strip_module_prefix
-from jbim_reid.models import (JBIM, SR_MODELS, VARIANTS, fetch_imagenet_weights, jbim_from_checkpoint,
-                              load_pretrained_weights)
-from jbim_reid.plots import plot_cmc
-from jbim_reid.reports import rank_results, write_json
-from jbim_reid.sr_stage import run_sr_stage
+from jbim_reid.config import (engine_kwargs, engine_run_kwargs, folder_kwargs, imagedata_kwargs,
+                              lr_scheduler_kwargs, model_kwargs, optimizer_kwargs, protocol_kwargs)
+from jbim_reid.engines import JBIMEngine, checkpoint_path, distributed, sr_checkpoint_path
+from jbim_reid.evaluation.plots import plot_cmc
+from jbim_reid.evaluation.reports import rank_results, write_json
+from jbim_reid.models import JBIM, jbim_from_checkpoint, load_pretrained_weights
+from jbim_reid.training import resume
+from jbim_reid.training.checks import ConfigError
+from jbim_reid.training.recipe import RECIPE_KEYS, describe, recipe_record, resolve_recipe
+from jbim_reid.training.sr_stage import run_sr_stage
+from jbim_reid.utils.errors import DataError
+from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
 
-__all__ = ["ConfigError", "STAGE_VARIANTS", "load_config", "add_config_arguments", "check_training",
-           "check_imagenet_weights", "check_train_loader", "check_writable", "build_datamanager",
-           "build_model", "read_load_weights", "model_from_weights", "wants_gpu", "write_results", "run_stage"]
+__all__ = ["STAGE_VARIANTS", "build_datamanager", "build_model", "read_load_weights", "model_from_weights",
+           "load_test_model", "wants_gpu", "write_results", "run_stage", "run_or_skip", "stage_config",
+           "stage_trains", "resolve_and_log_recipe", "run_info"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
-
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the CLI prints it and exits with code 2."""
-
-
-def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
-    """Defaults, then ``config_file``, then ``KEY VALUE`` pairs.
-
-    Args:
-        config_file (str): YAML file ('' = defaults only).
-        opts (list of str): alternating keys and values, e.g. ``['train.max_epoch', '5']``.
-
-    Returns:
-        CfgNode: the frozen config.
-    """
-    cfg = get_default_config()
-    try:
-        if config_file:
-            if not osp.isfile(config_file):
-                raise ConfigError(f"Config file not found: '{config_file}'")
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts or []))
-    except ConfigError:
-        raise
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"config file '{config_file}': YAML syntax error{where}: {problem}") from None
-    except (KeyError, AssertionError, ValueError, TypeError) as err:
-        # yacs raises KeyError (file) or AssertionError (list) "Non-existent (config) key: a.b"
-        message = str(err.args[0]) if err.args else str(err)
-        source = f"config file '{config_file}'" if isinstance(err, KeyError) else "command line"
-        if "Non-existent" in message:
-            key = message.rsplit(":", 1)[-1].strip()
-            raise ConfigError(f"Unknown config key '{key}' (in {source})") from None
-        raise ConfigError(f"Bad config value: {message}") from None
-    _validate(cfg)
-    cfg.freeze()
-    return cfg
-
-
-def _validate(cfg: CN) -> None:
-    stages = ("sr", "him", "lim", "joint", "all")
-    if cfg.jbim.stage not in stages:
-        raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
-    if cfg.jbim.stage == "sr" and "sr" not in VARIANTS.get(cfg.jbim.variant, ("sr",)):
-        raise ConfigError(f"jbim.stage sr trains the SR module, which jbim.variant "
-                          f"'{cfg.jbim.variant}' does not have")
-    if not all(0 < m <= 1 for m in cfg.jbim.train_ratios):
-        raise ConfigError(f"jbim.train_ratios must all be in (0, 1], got {list(cfg.jbim.train_ratios)}")
-    if cfg.jbim.sr_patience < 1 or cfg.jbim.sr_max_epoch < 0:
-        raise ConfigError(f"jbim.sr_patience must be >= 1 (got {cfg.jbim.sr_patience}) and "
-                          f"jbim.sr_max_epoch >= 0 (got {cfg.jbim.sr_max_epoch})")
-    if not 0 < cfg.jbim.sr_holdout < 1:
-        raise ConfigError(f"jbim.sr_holdout must be in (0, 1), got {cfg.jbim.sr_holdout}")
-    if cfg.jbim.variant not in VARIANTS:
-        raise ConfigError(f"Unknown jbim.variant '{cfg.jbim.variant}'; expected one of {list(VARIANTS)}")
-    if cfg.jbim.sr not in SR_MODELS:
-        raise ConfigError(f"Unknown jbim.sr '{cfg.jbim.sr}'; expected one of {sorted(SR_MODELS)}")
-    names = [n for n in compat.model_factory() if not n.startswith("jbim_")]
-    if cfg.model.name not in names:
-        raise ConfigError(f"Unknown model.name '{cfg.model.name}' (a torchreid backbone); "
-                          f"expected one of {sorted(names)}")
-    if not 0 < cfg.jbim.ratio <= 1:
-        raise ConfigError(f"jbim.ratio must be in (0, 1], got {cfg.jbim.ratio}")
-    for key in ("height", "width"):
-        if cfg.data[key] <= 0:
-            raise ConfigError(f"data.{key} must be a positive number of pixels, got {cfg.data[key]}")
-    for key in ("checkpoint_freq", "keep_checkpoints"):
-        if cfg.train[key] < 0:
-            raise ConfigError(f"train.{key} must be >= 0, got {cfg.train[key]}")
-    from jbim_reid.datasets import DATASETS, CrossResolutionDataset
-
-    for key in ("sources", "targets"):
-        for name in cfg.data[key]:
-            cls = compat.image_dataset_registry().get(name)
-            if cls is None or not issubclass(cls, CrossResolutionDataset):
-                raise ConfigError(f"data.{key}: '{name}' is not a cross-resolution dataset; expected "
-                                  f"one of {sorted(DATASETS)} (or another registered "
-                                  "jbim_reid CrossResolutionDataset)")
-    if len(cfg.data.sources) != 1:
-        raise ConfigError(f"data.sources must name exactly one dataset (torchreid merges several into "
-                          f"a plain ImageDataset without genuine sizes), got {list(cfg.data.sources)}")
-    for name in list(cfg.data.sources) + list(cfg.data.targets):
-        num_splits = getattr(compat.image_dataset_registry()[name], "num_splits", None)
-        if num_splits and not 0 <= cfg.data.split_id < num_splits:
-            raise ConfigError(f"data.split_id {cfg.data.split_id} is out of range for '{name}'; "
-                              f"expected 0..{num_splits - 1}")
-    if cfg.train.dist_backend not in ("",) + distributed.BACKENDS:
-        raise ConfigError(f"Unknown train.dist_backend '{cfg.train.dist_backend}'; expected one of "
-                          f"{list(distributed.BACKENDS)} or '' (nccl on GPU, gloo on CPU)")
-    if cfg.train.dist_timeout <= 0:
-        raise ConfigError(f"train.dist_timeout must be > 0 seconds, got {cfg.train.dist_timeout}")
-    if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
-        raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
-                          "jbim.stage joint; with 'all' the stages train their own")
-
-
-def check_training(cfg: CN) -> None:
-    """Checks of ``train`` / ``train-anchors`` before any work: epochs to train, a writable save_dir."""
-    if cfg.train.max_epoch <= 0:
-        raise ConfigError(f"train.max_epoch must be >= 1 (epochs per stage), got {cfg.train.max_epoch}")
-    check_writable(cfg.data.save_dir, "data.save_dir")
-
-
-def check_imagenet_weights(cfg: CN) -> None:
-    """Fetch (or find cached) the backbone's ImageNet weights of ``model.pretrained`` before any
-    stage runs, so that an offline machine stops in seconds rather than after stage ``sr``."""
-    if (cfg.jbim.stage in ("all", "him", "lim") and cfg.model.pretrained and not cfg.model.pretrained_path
-            and not (cfg.model.load_weights or cfg.model.resume)):
-        fetch_imagenet_weights(cfg.model.name)
-
-
-def check_train_loader(cfg: CN, datamanager) -> None:
-    """ConfigError when the train loader yields no batch (batch larger than the data, drop_last)."""
-    if len(datamanager.train_loader) == 0:
-        raise ConfigError(
-            f"the train loader of {list(cfg.data.sources)} has no batch: train.batch_size "
-            f"{cfg.train.batch_size} is larger than the {len(datamanager.train_loader.dataset)} training "
-            f"images (sampler.train_sampler {cfg.sampler.train_sampler} drops incomplete batches); "
-            "lower train.batch_size")
-
-
-def check_writable(folder: str, key: str) -> None:
-    """ConfigError naming ``key`` unless ``folder`` can be created and written into."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ConfigError(f"{key} '{folder}' is not a writable folder: {err.strerror or err}") from None
 
 
 def build_datamanager(cfg: CN):
@@ -177,7 +41,7 @@ def build_datamanager(cfg: CN):
     Errors of the data (missing or damaged files, duplicate images, bad layouts) become
     ``DataError`` naming the file.
     """
-    from jbim_reid.datasets import image_check_options, protocol_overrides
+    from jbim_reid.datasets import folder_overrides, image_check_options, protocol_overrides
     from jbim_reid.transforms import resolution_aug_range
 
     try:
@@ -188,6 +52,7 @@ def build_datamanager(cfg: CN):
     with contextlib.ExitStack() as stack:
         stack.push(overrides)
         stack.enter_context(image_check_options(skip_bad_images=cfg.data.skip_bad_images))
+        stack.enter_context(folder_overrides(**folder_kwargs(cfg)))
         try:
             stack.enter_context(resolution_aug_range(cfg.data.resolution_aug_range))
         except ValueError as err:
@@ -291,6 +156,22 @@ def model_from_weights(cfg: CN, checkpoint: Mapping, num_classes: int,
     return model
 
 
+def load_test_model(cfg: CN, num_classes: int, command: str, ignore: Tuple[str, ...] = (),
+                    checkpoint: Optional[Mapping] = None) -> Tuple[JBIM, dict]:
+    """The model of ``model.load_weights`` for testing or export, and the checkpoint it came from.
+
+    The one loader of ``test``, ``export`` and ``export-weights``: the file is read once
+    (:func:`read_load_weights`, unless ``checkpoint`` holds it already) and must fill the model
+    (:func:`model_from_weights`; ``ignore`` names parts it may leave out, e.g. ``"classifier."``).
+
+    Returns:
+        tuple: ``(model, checkpoint)``.
+    """
+    if checkpoint is None:
+        checkpoint = read_load_weights(cfg, command)
+    return model_from_weights(cfg, checkpoint, num_classes, ignore), dict(checkpoint)
+
+
 def wants_gpu(cfg: CN) -> bool:
     """``use_gpu`` of the config, when CUDA is there."""
     return bool(cfg.use_gpu) and torch.cuda.is_available()
@@ -318,7 +199,7 @@ def write_results(engine: JBIMEngine, cfg: CN, save_dir: str, extra: Optional[di
         raise RuntimeError("No evaluation results to write (engine.last_results is empty)")
     first = datasets[next(iter(datasets))]
     results = {**{k: first[k] for k in ("rank1", "rank5", "rank10", "rank20", "mAP")},
-               "datasets": datasets, **(extra or {}), "config": yaml.safe_load(cfg.dump())}
+               "datasets": datasets, **run_info(cfg), **(extra or {}), "config": yaml.safe_load(cfg.dump())}
     path = osp.join(save_dir, "results.json")
     write_json(results, path)
     print(f"=> Results written to '{path}'")
@@ -331,7 +212,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     """Train (and test) one stage; returns the engine and its last checkpoint.
 
     Args:
-        stage (str): ``sr`` (SR pre-training, :func:`jbim_reid.sr_stage.run_sr_stage`: returns an
+        stage (str): ``sr`` (SR pre-training, :func:`jbim_reid.training.sr_stage.run_sr_stage`: returns an
             ``SREngine`` and its best checkpoint, '' when nothing trains), ``him``, ``lim`` or
             ``joint``.
         save_dir (str): output folder of this stage.
@@ -354,6 +235,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
     kwargs = {**engine_kwargs(cfg), "stage": stage, "use_gpu": use_gpu}
     engine = JBIMEngine(datamanager, model, optimizer, scheduler=scheduler, **kwargs)
+    engine.run_info = run_info(cfg)
     run_kwargs = {**engine_run_kwargs(cfg), "save_dir": save_dir,
                   "checkpoint_freq": cfg.train.checkpoint_freq, "keep_checkpoints": cfg.train.keep_checkpoints}
     # train.open_layers may name parts this stage's model lacks (e.g. fusion in stage him)
@@ -364,7 +246,7 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
                           f"that stage {stage} has; {list(cfg.train.open_layers)} are not in its model")
     if cfg.model.resume:
         run_kwargs["start_epoch"] = engine.resume(cfg.model.resume)
-    elif train_epochs and continue_run:  # an interrupted run of this stage (jbim_reid.resume)
+    elif train_epochs and continue_run:  # an interrupted run of this stage (jbim_reid.training.resume)
         start = resume.resume_latest(engine, save_dir)
         run_kwargs["start_epoch"] = run_kwargs["start_epoch"] if start is None else start
     start = run_kwargs["start_epoch"]
@@ -384,14 +266,72 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     return engine, checkpoint
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, remainder: bool = True) -> None:
-    """``--config-file`` and the trailing ``KEY VALUE`` options (``args.config_file``, ``args.opts``).
+def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
+                variant: Optional[str] = None, him_checkpoint: str = "", lim_checkpoint: str = "",
+                trains: bool = True, log: Callable[[str], None] = resume.log, sr_checkpoint: str = "") -> str:
+    """Run one stage through :func:`run_stage` unless it is finished; returns its final checkpoint.
+
+    ``run_stage`` continues an unfinished stage from its newest usable checkpoint. With
+    ``model.resume`` set the stage always runs, from that checkpoint.
 
     Args:
-        parser: a subcommand's parser.
-        remainder (bool): the options take every remaining word; False lets flags of the
-            subcommand's own follow them (``... model.load_weights CKPT --out DIR``).
+        cfg (CfgNode): config.
+        get_datamanager (callable): returns the datamanager (called only when the stage runs).
+        stage (str): ``him``, ``lim`` or ``joint``.
+        stage_dir (str): the stage's folder.
+        variant (str, optional): model variant (default ``jbim.variant``).
+        him_checkpoint, lim_checkpoint (str): stage checkpoints initialising a joint stage.
+        trains (bool): False only tests the initialised model (the him_lim joint stage).
+        log (callable): progress messages.
+        sr_checkpoint (str): stage-``sr`` checkpoint initialising the SR module of stage ``him``.
+
+    Returns:
+        str: the stage's final checkpoint.
     """
-    parser.add_argument("--config-file", default="", help="YAML config file (see configs/)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER if remainder else "*", default=None,
-                        help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
+    checkpoint = (sr_checkpoint_path(stage_dir) if stage == "sr"
+                  else resume.stage_checkpoint(cfg, stage_dir, trains))
+    if not cfg.model.resume and resume.stage_finished(checkpoint, osp.join(stage_dir, "results.json")):
+        log(f"stage {stage}: '{checkpoint}' exists, skipped")
+        return checkpoint
+    log(f"stage {stage} -> {stage_dir}")
+    _, checkpoint = run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
+                              train_epochs=trains, continue_run=True, sr_checkpoint=sr_checkpoint)
+    return checkpoint
+
+
+def stage_config(cfg: CN, stage: str) -> CN:
+    """``cfg`` for one stage: ``train.max_epoch`` from ``jbim.stage_epochs`` (when it names the stage),
+    with the lr steps ``train.stepsize`` scaled to the stage's own epochs."""
+    epochs = cfg.jbim.stage_epochs.get(stage)
+    if epochs is None or epochs == cfg.train.max_epoch:
+        return cfg
+    out = cfg.clone()
+    out.defrost()
+    out.train.max_epoch = epochs
+    out.train.stepsize = [max(1, round(step * epochs / cfg.train.max_epoch)) for step in cfg.train.stepsize]
+    out.freeze()
+    return out
+
+
+def stage_trains(cfg: CN, stage: str) -> bool:
+    """False when ``jbim.stage_epochs`` gives ``stage`` 0 epochs: it then only tests and saves its
+    initialisation, which the next stage starts from."""
+    return cfg.jbim.stage_epochs.get(stage) != 0
+
+
+def resolve_and_log_recipe(cfg: CN, datamanager, keys: Sequence[str] = RECIPE_KEYS) -> CN:
+    """``cfg`` with ``jbim.recipe`` resolved (its ``keys``) on the datamanager's training set; the
+    resolution is printed."""
+    resolved = resolve_recipe(cfg, datamanager.train_loader.dataset, keys)
+    for line in describe(recipe_record(resolved)):
+        print(f"=> {line}")
+    return resolved
+
+
+def run_info(cfg: CN) -> dict:
+    """How a model was trained beyond its architecture, for its checkpoints and ``results.json``:
+    the resolved recipe and ``jbim.init_from``."""
+    info = {"init_from": cfg.jbim.init_from}
+    if recipe_record(cfg) is not None:
+        info["recipe"] = recipe_record(cfg)
+    return info

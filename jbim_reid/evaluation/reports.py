@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 
-from jbim_reid.fileio import atomic_write
+from jbim_reid.utils.fileio import atomic_write
 
 __all__ = ["ACCURACY_METHODS", "METRICS", "rank_results", "summarize_splits", "paired_gain", "markdown_table",
            "summary_cell", "write_json", "read_json"]
@@ -47,6 +47,9 @@ ACCURACY_METHODS = {  # benchmarks/accuracy.py --methods key -> row label (table
     "ensemble_xstream": "JBIM 3-anchor ensemble + cross-stream triplet",
     "jbim_genuine": "JBIM, ratio m = the training LR's genuine ratio",
     "jbim_nosr": "JBIM, bicubic in place of SR (no L_sr)",
+    # the recipe jbim.recipe auto resolves to on the split; and it started from plain + random resolution
+    "jbim_auto": "JBIM, jbim.recipe auto",
+    "jbim_warm": "JBIM auto, warm-started from plain + random resolution",
 }
 
 
@@ -162,7 +165,7 @@ def _to_builtin(value):
 
 
 def write_json(obj: Any, path) -> Path:
-    """Writes ``obj`` as JSON atomically (``jbim_reid.fileio.atomic_write``), mode 0666 minus the umask.
+    """Writes ``obj`` as JSON atomically (``jbim_reid.utils.fileio.atomic_write``), mode 0666 minus the umask.
 
     An existing file at ``path`` is left untouched when serialisation or writing fails.
 

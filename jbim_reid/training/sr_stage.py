@@ -11,13 +11,13 @@ import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import distributed
 from jbim_reid.config import optimizer_kwargs
+from jbim_reid.engines import distributed
 from jbim_reid.engines.sr_engine import SREngine
+from jbim_reid.evaluation.reports import write_json
 from jbim_reid.models.pixel import PixelSpaceSR
 from jbim_reid.models.sr import build_sr
 from jbim_reid.models.weights import load_sr_weights
-from jbim_reid.reports import write_json
 
 __all__ = ["sr_stage_ratios", "run_sr_stage"]
 

@@ -9,7 +9,12 @@ An export folder holds:
   ``image_low`` (its down_m version; for variants with LIM), output ``feature`` ``(B, D)``:
   ``model.gallery_features_pair``.
 * ``export.json``: input size, normalisation, ratio m, feature size, opset, inputs of each graph, the
-  source checkpoint's sha256, the files' sizes and the parity of onnxruntime against torch at export.
+  source checkpoint's sha256, the graphs' sizes and sha256 (``OnnxMatcher`` refuses graphs that differ)
+  and the parity of onnxruntime against torch at export.
+
+The folder is replaced whole (``jbim_reid.utils.fileio.replace_folder``): the export is written into a
+temporary sibling and swapped in, so a process killed midway never leaves a mixed folder. An existing
+folder that is not an export (no ``export.json``) and not empty is refused, not replaced.
 
 The batch axis is dynamic. down_m shrinks each image to ``round(m*h) x round(m*w)`` of its *genuine*
 size and back up (``JBIM.synthesize_lr``); one ONNX graph cannot resize every image of a batch to its
@@ -17,12 +22,11 @@ own size, so the runtime makes ``image_low`` with :func:`gallery_inputs`, which 
 rule (one implementation for training, testing and deployment).
 
 Examples::
-    >>> from jbim_reid.export import export_model, gallery_inputs, probe_inputs
+    >>> from jbim_reid.deploy.export import export_model, gallery_inputs, probe_inputs
     >>> meta = export_model(model, 'export/anchor_1_2', checkpoint='model.pth.tar-60')
     >>> x, x_low = gallery_inputs(['g0.jpg', 'g1.jpg'], meta['input']['height'],
     ...                           meta['input']['width'], meta['ratio'])
 """
-import argparse
 import os
 import os.path as osp
 import types
@@ -32,16 +36,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from jbim_reid.download import sha256_file
-from jbim_reid.matcher import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, load_rgb
-from jbim_reid.optional import require
-from jbim_reid.reports import write_json
+from jbim_reid.evaluation.reports import write_json
+from jbim_reid.utils.download import sha256_file
+from jbim_reid.utils.errors import DataError
+from jbim_reid.utils.fileio import replace_folder
+from jbim_reid.utils.images import IMAGENET_MEAN, IMAGENET_STD, build_test_transform, load_rgb
+from jbim_reid.utils.optional import require
 
-__all__ = ["OPSET", "EXPORT_FILES", "EXPORT_COMMAND", "probe_inputs", "gallery_inputs",
-           "export_model", "export_command", "add_export_arguments"]
+__all__ = ["OPSET", "EXPORT_FILES", "GRAPH_FILES", "probe_inputs", "gallery_inputs", "check_export_dir",
+           "export_model"]
 
 OPSET = 17  # ONNX opset of the exported graphs
 EXPORT_FILES = ("probe.onnx", "gallery.onnx", "export.json")  # what an export folder holds
+GRAPH_FILES = EXPORT_FILES[:2]  # the graphs, whose sha256 export.json records
 
 
 def probe_inputs(images: Sequence, height: int, width: int) -> np.ndarray:
@@ -124,6 +131,20 @@ def _max_abs_diff(session, feeds: Dict[str, np.ndarray], reference: torch.Tensor
     return float(np.abs(out - reference.numpy()).max())
 
 
+def check_export_dir(out_dir: str, key: str = "out_dir") -> None:
+    """Raise ``DataError`` unless ``out_dir`` is missing, an empty folder or an export folder (replaceable).
+
+    Args:
+        out_dir (str): the folder an export would replace.
+        key (str): how the user names it, for the error (e.g. ``--out``).
+    """
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise DataError(f"{key} '{out_dir}' is a file; expected a folder (new, empty, or an earlier export)")
+    if osp.isdir(out_dir) and os.listdir(out_dir) and not osp.isfile(osp.join(out_dir, "export.json")):
+        raise DataError(f"{key} '{out_dir}' is a folder holding other files (no export.json): an export "
+                        "replaces its folder whole; choose a new or empty folder, or an earlier export")
+
+
 def export_model(model: nn.Module, out_dir: str, checkpoint: str = "", opset: int = OPSET,
                  parity_batch: int = 2) -> Dict[str, Any]:
     """Write ``probe.onnx``, ``gallery.onnx`` and ``export.json`` for a JBIM model.
@@ -133,7 +154,7 @@ def export_model(model: nn.Module, out_dir: str, checkpoint: str = "", opset: in
 
     Args:
         model (JBIM): any variant and backbone; exported in eval mode on the CPU.
-        out_dir (str): output folder (created).
+        out_dir (str): output folder, replaced whole (see the module docstring; :func:`check_export_dir`).
         checkpoint (str, optional): the source checkpoint; its path and sha256 go into export.json.
         opset (int, optional): ONNX opset. Default is ``OPSET``.
         parity_batch (int, optional): images of the parity check (its batch size differs from the
@@ -143,9 +164,16 @@ def export_model(model: nn.Module, out_dir: str, checkpoint: str = "", opset: in
         dict: the content of ``export.json``.
     """
     require("onnx", "ONNX export")
+    require("onnxruntime", "ONNX export (parity check)")
+    check_export_dir(out_dir)
+    with replace_folder(out_dir) as tmp:
+        return _write_export(model.cpu().eval(), str(tmp), checkpoint, opset, parity_batch)
+
+
+def _write_export(model: nn.Module, out_dir: str, checkpoint: str, opset: int, parity_batch: int
+                  ) -> Dict[str, Any]:
+    """The files of :func:`export_model` written into ``out_dir``; returns ``export.json``'s content."""
     ort = require("onnxruntime", "ONNX export (parity check)")
-    model = model.cpu().eval()
-    os.makedirs(out_dir, exist_ok=True)
     height, width = int(model.height), int(model.width)
     # HIM sees the HR image, LIM its down_m version: a variant without one has no such input
     gallery_names = [name for name, part in (("image", "him"), ("image_low", "lim"))
@@ -181,40 +209,12 @@ def export_model(model: nn.Module, out_dir: str, checkpoint: str = "", opset: in
         "sr": kwargs.get("sr", ""),
         "probe": {"file": "probe.onnx", "inputs": ["image"], "output": "feature"},
         "gallery": {"file": "gallery.onnx", "inputs": gallery_names, "output": "feature",
-                    "preprocessing": "jbim_reid.export.gallery_inputs"},
+                    "preprocessing": "jbim_reid.deploy.export.gallery_inputs"},
         "checkpoint": {"path": osp.abspath(checkpoint) if checkpoint else "",
                        "sha256": sha256_file(checkpoint) if checkpoint else ""},
-        "files": {name: {"bytes": os.path.getsize(osp.join(out_dir, name))}
-                  for name in ("probe.onnx", "gallery.onnx")},
+        "files": {name: {"bytes": os.path.getsize(osp.join(out_dir, name)),
+                         "sha256": sha256_file(osp.join(out_dir, name))} for name in GRAPH_FILES},
         "parity_max_abs": parity,
     }
     write_json(meta, osp.join(out_dir, "export.json"))
     return meta
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``jbim-reid export``: the config ones, ``--out`` and ``--opset``."""
-    from jbim_reid.runner import add_config_arguments
-
-    add_config_arguments(parser, remainder=False)
-    parser.add_argument("--out", required=True, help="output folder for probe.onnx, gallery.onnx, export.json")
-    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-
-
-def export_command(args: argparse.Namespace) -> int:
-    """``jbim-reid export``: export ``model.load_weights`` (a JBIM checkpoint) to ``--out``."""
-    from jbim_reid.runner import load_config, model_from_weights, read_load_weights
-
-    cfg = load_config(args.config_file, args.opts)
-    checkpoint = read_load_weights(cfg, "jbim-reid export")
-    # a bare state dict gets the config's architecture; classifiers are training-only, not exported
-    model = model_from_weights(cfg, checkpoint, num_classes=1, ignore=("classifier.",))
-    meta = export_model(model, args.out, checkpoint=cfg.model.load_weights, opset=args.opset)
-    sizes = ", ".join(f"{name} {info['bytes'] / 2**20:.1f} MiB" for name, info in meta["files"].items())
-    print(f"=> Exported to '{args.out}': {sizes}; onnxruntime vs torch max |diff| "
-          f"probe {meta['parity_max_abs']['probe']:.1e}, gallery {meta['parity_max_abs']['gallery']:.1e}")
-    return 0
-
-
-EXPORT_COMMAND = ("export probe.onnx, gallery.onnx and export.json of a JBIM checkpoint "
-                  "(model.load_weights) to --out", export_command, add_export_arguments)  # cli.COMMANDS entry

@@ -11,7 +11,7 @@ stage is trained once per split and shared by the anchors (``ensemble.share_lim`
     <data.save_dir>/split_<k>/anchor_1_2/results.json    its test results
 
 ``run_ensemble`` evaluates every anchor of every split, fuses their distances per anchor subset
-(``jbim_reid.ensemble.evaluate_subsets``, gaussian and/or uniform weights) and writes
+(``jbim_reid.evaluation.ensemble.evaluate_subsets``, gaussian and/or uniform weights) and writes
 ``ensemble.json``, ``ensemble.md`` and ``ensemble_cmc.png`` in ``data.save_dir``.
 
 Examples::
@@ -26,15 +26,16 @@ import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid import runner
+from jbim_reid.commands.save_dir import claims_save_dir
 from jbim_reid.config.defaults import add_ensemble_config
-from jbim_reid.ensemble import ratio_label
+from jbim_reid.evaluation.ensemble import ratio_label
+from jbim_reid.training import checks, resume, runner
 
 __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_config", "anchor_label",
            "anchor_dir", "anchor_checkpoint", "shared_lim_dir", "resolve_splits", "train_anchors",
            "run_ensemble"]
 
-WEIGHTINGS = {  # ensemble.weighting -> weighting schemes of jbim_reid.ensemble.anchor_weights
+WEIGHTINGS = {  # ensemble.weighting -> weighting schemes of jbim_reid.evaluation.ensemble.anchor_weights
     "gaussian": ("gaussian",), "uniform": ("uniform",), "both": ("gaussian", "uniform")}
 SUBSET_MODES = ("all", "full")  # ensemble.subsets: every non-empty subset, or all anchors together only
 
@@ -57,32 +58,32 @@ def _anchors(cfg: CN) -> Dict[str, float]:
     """``ensemble.anchors`` checked: label -> ratio, in the config's order."""
     ratios = list(cfg.ensemble.anchors)
     if not ratios:
-        raise runner.ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
+        raise checks.ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
     out = {}
     for ratio in ratios:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise runner.ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
+            raise checks.ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
                                      "e.g. [0.5, 0.3333, 0.25]")
         label = anchor_label(ratio)
         if label in out:
-            raise runner.ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
+            raise checks.ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
         out[label] = float(ratio)
     return out
 
 
 def _schemes(cfg: CN) -> Tuple[str, ...]:
     if cfg.ensemble.weighting not in WEIGHTINGS:
-        raise runner.ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
+        raise checks.ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
                                  f"{list(WEIGHTINGS)}")
     if not cfg.ensemble.sigma > 0:
-        raise runner.ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
+        raise checks.ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
     return WEIGHTINGS[cfg.ensemble.weighting]
 
 
 def _target(cfg: CN) -> str:
     targets = list(cfg.data.targets)
     if len(targets) != 1:
-        raise runner.ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
+        raise checks.ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
     return targets[0]
 
 
@@ -95,7 +96,7 @@ def resolve_splits(cfg: CN) -> List[int]:
     Returns:
         list of int: split ids, checked against the dataset's ``num_splits`` when it has one.
     """
-    from jbim_reid import compat
+    from jbim_reid.utils import compat
 
     cfg = _with_ensemble(cfg)
     dataset_cls = compat.image_dataset_registry().get(list(cfg.data.targets)[0])
@@ -107,9 +108,9 @@ def resolve_splits(cfg: CN) -> List[int]:
         if isinstance(split, bool) or not isinstance(split, int) or split < 0 \
                 or (num_splits and split >= num_splits):
             valid = f"0..{num_splits - 1}" if num_splits else "integers >= 0"
-            raise runner.ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
+            raise checks.ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
     if len(set(splits)) != len(splits):
-        raise runner.ConfigError(f"ensemble.splits {splits} repeats a split id")
+        raise checks.ConfigError(f"ensemble.splits {splits} repeats a split id")
     return splits
 
 
@@ -138,16 +139,12 @@ def shared_lim_dir(cfg: CN, split_id: int) -> str:
 
 
 def _stage_checkpoint(cfg: CN, stage_dir: str, trains: bool = True) -> str:
-    from jbim_reid.resume import stage_checkpoint  # torch-heavy; the config module imports this one
-
-    return stage_checkpoint(cfg, stage_dir, trains)
+    return resume.stage_checkpoint(cfg, stage_dir, trains)
 
 
 def _anchor_finished(cfg: CN, split_id: int, ratio: float) -> bool:
     """Whether the anchor's final checkpoint loads and its results.json exists."""
-    from jbim_reid.resume import stage_finished
-
-    return stage_finished(anchor_checkpoint(cfg, split_id, ratio),
+    return resume.stage_finished(anchor_checkpoint(cfg, split_id, ratio),
                           osp.join(anchor_dir(cfg, split_id, ratio), "results.json"))
 
 
@@ -191,13 +188,12 @@ def _log(message: str) -> None:
 def _train_stage(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str, variant: str,
                  him_checkpoint: str = "", lim_checkpoint: str = "", trains: bool = True,
                  sr_checkpoint: str = "") -> str:
-    """One stage through ``resume.run_or_skip``: skipped when finished, else run or continued."""
-    from jbim_reid.resume import run_or_skip
-
-    return run_or_skip(cfg, get_datamanager, stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
-                       trains, log=_log, sr_checkpoint=sr_checkpoint)
+    """One stage through ``runner.run_or_skip``: skipped when finished, else run or continued."""
+    return runner.run_or_skip(cfg, get_datamanager, stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
+                              trains, log=_log, sr_checkpoint=sr_checkpoint)
 
 
+@claims_save_dir  # data.save_dir locked while it runs, a killed run's partial writes removed
 def train_anchors(cfg: CN) -> int:
     """``jbim-reid train-anchors``: the staged recipe for every anchor ratio on every split.
 
@@ -206,25 +202,25 @@ def train_anchors(cfg: CN) -> int:
     :func:`anchor_dir`. The LIM stage of a split is trained once in :func:`shared_lim_dir` and
     initialises every anchor's joint stage (``ensemble.share_lim``). Finished stages and anchors
     (final checkpoint loads, results.json exists) are skipped and an unfinished stage continues from
-    its last checkpoint (``jbim_reid.resume``), so re-running the command resumes a killed run.
+    its last checkpoint (``jbim_reid.training.resume``), so re-running the command resumes a killed run.
 
     Args:
-        cfg (CfgNode): config (from ``jbim_reid.runner.load_config``).
+        cfg (CfgNode): config (from ``jbim_reid.training.checks.load_config``).
 
     Returns:
         int: exit code 0.
     """
     cfg = _with_ensemble(cfg)
     if cfg.model.resume:
-        raise runner.ConfigError("model.resume is not supported by train-anchors (finished stages and "
+        raise checks.ConfigError("model.resume is not supported by train-anchors (finished stages and "
                                  "anchors are skipped instead); leave it empty")
     if cfg.test.evaluate:
-        raise runner.ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
+        raise checks.ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
                                  "`jbim-reid ensemble` instead")
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
-    runner.check_training(cfg)
-    runner.check_imagenet_weights(cfg)  # before any stage sr runs, so offline it stops at once
+    checks.check_training(cfg)
+    checks.check_imagenet_weights(cfg)  # before any stage sr runs, so offline it stops at once
     variant = cfg.jbim.variant
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
@@ -239,10 +235,12 @@ def train_anchors(cfg: CN) -> int:
             # one datamanager per split, built only when some stage of the split still has to train
             if "dm" not in cache:
                 cache["dm"] = runner.build_datamanager(split_cfg)
-                runner.check_train_loader(split_cfg, cache["dm"])
+                checks.check_train_loader(split_cfg, cache["dm"])
             return cache["dm"]
 
         pending = [m for m in anchors.values() if not _anchor_finished(cfg, split, m)]
+        if pending:  # the anchors set jbim.ratio themselves; the recipe decides the triplet
+            split_cfg = runner.resolve_and_log_recipe(split_cfg, get_datamanager(), keys=("cross_stream_triplet",))
         lim_checkpoint = ""
         if share_lim and pending:
             first = next(iter(anchors.values()))
@@ -285,9 +283,7 @@ def train_anchors(cfg: CN) -> int:
 
 def _copy_results(stage_dir: str, folder: str, label: str, split: int) -> None:
     """``<anchor_dir>/results.json``: the last stage's results plus the anchor and split."""
-    from jbim_reid.resume import promote_results
-
-    promote_results(stage_dir, folder, {"anchor": label, "split_id": split})
+    resume.promote_results(stage_dir, folder, {"anchor": label, "split_id": split})
 
 
 def _evaluate_anchor(cfg: CN, datamanager, checkpoint: str, target: str) -> Dict[str, Any]:
@@ -323,7 +319,7 @@ def _checkpoints(cfg: CN, splits: List[int], anchors: Dict[str, float]) -> Dict[
 
 def _percent(cmc, mAP: float) -> Dict[str, float]:
     """``reports.rank_results`` rounded to 4 decimals, as ``runner.write_results`` writes them."""
-    from jbim_reid.reports import rank_results
+    from jbim_reid.evaluation.reports import rank_results
 
     return {key: round(value, 4) for key, value in rank_results(cmc, mAP).items()}
 
@@ -342,7 +338,7 @@ def _evaluate_split(cfg: CN, split: int, anchors: Dict[str, float], checkpoints:
     Returns:
         tuple: ``{'anchors' | scheme: {name: result in percent}}`` and ``{plot label: CMC}``.
     """
-    from jbim_reid.ensemble import evaluate_subsets
+    from jbim_reid.evaluation.ensemble import evaluate_subsets
 
     split_cfg = _override(cfg, "data.split_id", split)
     datamanager = runner.build_datamanager(split_cfg)
@@ -367,7 +363,7 @@ def _evaluate_split(cfg: CN, split: int, anchors: Dict[str, float], checkpoints:
 
 def _markdown(cfg: CN, target: str, splits: List[int], summary: Dict[str, Dict[str, dict]]) -> str:
     """``ensemble.md``: one row per anchor, then one per fused subset and weighting."""
-    from jbim_reid.reports import markdown_table
+    from jbim_reid.evaluation.reports import markdown_table
 
     rows = dict(summary["anchors"])
     for scheme in (g for g in summary if g != "anchors"):
@@ -388,19 +384,19 @@ def run_ensemble(cfg: CN) -> int:
     fused).
 
     Args:
-        cfg (CfgNode): config (from ``jbim_reid.runner.load_config``).
+        cfg (CfgNode): config (from ``jbim_reid.training.checks.load_config``).
 
     Returns:
         int: exit code 0.
     """
-    from jbim_reid.ensemble import anchor_subsets
-    from jbim_reid.reports import summarize_splits, write_json
+    from jbim_reid.evaluation.ensemble import anchor_subsets
+    from jbim_reid.evaluation.reports import summarize_splits, write_json
 
     cfg = _with_ensemble(cfg)
     anchors = _anchors(cfg)
     schemes = _schemes(cfg)
     if cfg.ensemble.subsets not in SUBSET_MODES:
-        raise runner.ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
+        raise checks.ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
                                  f"{list(SUBSET_MODES)}")
     target = _target(cfg)
     splits = resolve_splits(cfg)
@@ -434,7 +430,7 @@ def run_ensemble(cfg: CN) -> int:
     print(markdown)
     _log(f"wrote '{json_path}' and '{md_path}'")
     if cfg.ensemble.save_plots:
-        from jbim_reid.plots import plot_cmc_comparison
+        from jbim_reid.evaluation.plots import plot_cmc_comparison
 
         png = plot_cmc_comparison({name: _mean_cmc(c) for name, c in curves.items()},
                                   osp.join(save_dir, "ensemble_cmc.png"), max_rank=max(cfg.test.ranks),

@@ -27,7 +27,7 @@ import torchreid
 import torchvision.transforms as T
 from torch import nn
 
-from jbim_reid.matcher import load_rgb
+from jbim_reid.utils.images import load_rgb
 
 __all__ = ["GAP", "visualize_cross_resolution_ranks", "sr_images_from_model", "compose_panel"]
 

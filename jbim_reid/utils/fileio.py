@@ -10,7 +10,9 @@ the whole process.
 
 Writers go through :func:`atomic_write`: a temporary file in the destination folder, flushed and
 fsynced, then ``os.replace``, so a kill while writing never leaves a truncated file under the final
-name.
+name. A folder is replaced whole through :func:`replace_folder` (filled as a temporary sibling, then
+swapped in). Temporaries of a killed process are removed by :func:`remove_partial_writes` and at the
+next :func:`replace_folder` of the same folder.
 
 A ``.safetensors`` file written by ``jbim-reid export-weights`` keeps the JBIM constructor
 arguments in its metadata (``jbim_kwargs``, JSON); :func:`load_torch_file` returns it as a checkpoint
@@ -19,16 +21,20 @@ dict ``{'state_dict': tensors, 'jbim_kwargs': {...}}`` so it loads wherever a ``
 import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Dict, Mapping, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "SAFETENSORS_META_KEYS", "load_torch_file", "atomic_write",
-           "save_torch_file", "save_safetensors", "strip_module_prefix"]
+           "save_torch_file", "save_safetensors", "strip_module_prefix", "remove_partial_writes", "replace_folder"]
 
 SAFETENSORS_META_KEYS = ("jbim_kwargs", "stage", "epoch")  # checkpoint entries kept as JSON metadata
 
 PathLike = Union[str, os.PathLike]
+_PARTIAL_WRITE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # atomic_write's mkstemp name: .<name>.<random>.tmp
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")  # replace_folder's: .<name>.tmp-<pid>
 
 
 def strip_module_prefix(state: Mapping) -> dict:
@@ -42,6 +48,20 @@ class CheckpointError(ValueError):
 
 class CheckpointMismatchError(CheckpointError):
     """A readable checkpoint that belongs to another model, stage or optimizer than the one asked for."""
+
+
+def _numpy_scalar_globals() -> list:
+    """The numpy globals a numpy scalar pickles through: torchreid's engines store ``rank1`` as one.
+
+    ``scalar`` rebuilds a number from a dtype and raw bytes, and the dtype classes only name a type;
+    none of them can run code, so they are the only globals let through torch's weights-only loader.
+    """
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy >= 2 / numpy 1
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")] \
+        if hasattr(np, "dtypes") else []
+    return [core.multiarray.scalar, np.dtype, *dtype_classes]
 
 
 def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
@@ -69,7 +89,8 @@ def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for damaged or unsafe files
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
@@ -108,6 +129,84 @@ def atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_partial_writes(folder: PathLike, recursive: bool = True) -> List[str]:
+    """Delete the temporary files of :func:`atomic_write` left in ``folder`` by a killed process.
+
+    Call it only where no other process writes (a locked save dir): a live writer's temporary
+    looks the same.
+
+    Args:
+        folder: where to look (a missing folder holds none).
+        recursive (bool): also look in every folder below it.
+
+    Returns:
+        list of str: the deleted files.
+    """
+    removed = []
+    walk = os.walk(folder) if recursive else [(os.fspath(folder), [], _names(folder))]
+    for root, _, names in walk:
+        for name in names:
+            if _PARTIAL_WRITE.match(name) and os.path.isfile(os.path.join(root, name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(root, name))
+                    removed.append(os.path.join(root, name))
+    return removed
+
+
+def _names(folder: PathLike) -> List[str]:
+    return os.listdir(folder) if os.path.isdir(folder) else []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def replace_folder(path: PathLike) -> Iterator[Path]:
+    """Fill a new folder that replaces ``path`` whole, so a kill midway never leaves a mixed folder.
+
+    The block fills a temporary sibling ``.<name>.tmp-<pid>``; when it ends without an error the old
+    folder is renamed aside (``.<name>.old-<pid>``), the new one renamed in, and the old one deleted.
+    On an error the temporary folder is deleted and ``path`` is untouched. Siblings left by a killed
+    process (its PID no longer runs) are deleted first.
+
+    Args:
+        path: the folder to write (its parent is created when missing).
+
+    Yields:
+        Path: the temporary folder to fill.
+    """
+    path = Path(os.path.abspath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name in _names(path.parent):
+        match = _SIBLING.match(name)
+        if match and match.group("name") == path.name and not _pid_alive(int(match.group("pid"))):
+            shutil.rmtree(path.parent / name, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    moved_aside = False
+    try:
+        yield tmp
+        if path.exists():
+            os.rename(path, old)
+            moved_aside = True
+        os.rename(tmp, path)
+    except BaseException:
+        if moved_aside and not path.exists():
+            os.rename(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_torch_file(obj: Any, path: PathLike) -> Path:

@@ -9,7 +9,9 @@ Index folder layout::
     features_<i>.npy      gallery features of anchor i (G, D_i) float32
     plan.json, shards/    while building: finished shards are kept, so an interrupted build resumes
 
-Everything is ``.npy`` (read with ``allow_pickle=False``) or JSON. An IVF or HNSW structure is built
+Everything is ``.npy`` (read with ``allow_pickle=False``) or JSON; a damaged or mis-shaped file, or
+features that are NaN or infinite (at build or at load), is refused with a ``ValueError`` naming the
+file, the image or the anchor checkpoint. An IVF or HNSW structure is built
 from the stored features on its first search (or by ``index build --ann``) and cached beside them
 (``faiss_<type><param>_<i>.npy``, FAISS's own serialisation as bytes).
 
@@ -22,26 +24,23 @@ distance of at least ``sum_i w_i d_i^(k')``; while the k-th candidate is above t
 doubles. So ``flat`` returns exactly the top k of the full ranking; ``ivf`` and ``hnsw`` search each
 anchor approximately (one round) and report their recall@k against ``flat``.
 """
-import argparse
 import hashlib
 import json
 import os
 import os.path as osp
 import shutil
-import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from jbim_reid.ensemble import anchor_weights, resolution_ratios
-from jbim_reid.download import sha256_file
-from jbim_reid.fileio import atomic_write
-from jbim_reid.optional import require
-from jbim_reid.reports import write_json
+from jbim_reid.evaluation.ensemble import anchor_weights, resolution_ratios
+from jbim_reid.evaluation.reports import write_json
+from jbim_reid.utils.download import sha256_file
+from jbim_reid.utils.fileio import atomic_write
+from jbim_reid.utils.optional import require
 
 __all__ = ["INDEX_TYPES", "IMAGE_EXTENSIONS", "IndexMismatchError", "list_gallery", "build_index",
-           "GalleryIndex", "SearchResult", "recall_at_k", "INDEX_COMMAND"]
+           "GalleryIndex", "SearchResult", "recall_at_k"]
 
 INDEX_FORMAT = 1  # version of the index folder layout
 INDEX_TYPES = ("flat", "ivf", "hnsw")  # flat: exact; ivf / hnsw: approximate per-anchor retrieval
@@ -59,14 +58,35 @@ def _save_npy(array: np.ndarray, path: str) -> None:
 def _load_npy(path: str, mmap: bool = False) -> np.ndarray:
     if not osp.isfile(path):
         raise FileNotFoundError(f"index file not found: '{path}' (incomplete or not a jbim-reid index)")
-    return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    try:
+        return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as err:  # empty, truncated, not .npy, or pickled objects
+        raise ValueError(f"index file '{path}' is damaged (empty, truncated or not a .npy array: {err}); "
+                         "rebuild the index with jbim-reid index build") from None
 
 
 def _read_json(path: str) -> Any:
     if not osp.isfile(path):
         raise FileNotFoundError(f"index file not found: '{path}' (incomplete or not a jbim-reid index)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"index file '{path}' is not valid JSON ({err}); rebuild the index with "
+                         "jbim-reid index build") from None
+
+
+def _check_array(array: np.ndarray, path: str, shape: Tuple[int, ...], floats: bool) -> np.ndarray:
+    """``array`` (read from ``path``) when it has ``shape`` and finite values of the right kind, else ValueError."""
+    rebuild = "rebuild the index with jbim-reid index build"
+    if array.shape != shape:
+        raise ValueError(f"index file '{path}' holds an array of shape {array.shape}, expected {shape}; {rebuild}")
+    if array.dtype.kind not in ("f" if floats else "iu"):
+        raise ValueError(f"index file '{path}' holds {array.dtype} values, expected "
+                         f"{'floats' if floats else 'integers'}; {rebuild}")
+    if floats and not np.isfinite(array).all():
+        raise ValueError(f"index file '{path}' holds NaN or infinite values; {rebuild}")
+    return array
 
 
 def list_gallery(spec: str) -> List[str]:
@@ -127,7 +147,8 @@ def build_index(checkpoints: Sequence[str], gallery: Sequence[str], out_dir: str
     """
     from tqdm import tqdm
 
-    from jbim_reid.matcher import CrossResolutionMatcher, load_rgb
+    from jbim_reid.deploy.matcher import CrossResolutionMatcher
+    from jbim_reid.utils.images import load_rgb
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -135,6 +156,8 @@ def build_index(checkpoints: Sequence[str], gallery: Sequence[str], out_dir: str
     if not gallery:
         raise ValueError("the gallery is empty: expected at least one image")
     records = _checkpoint_records(checkpoints)
+    # the checkpoints load before anything is written: a refused one leaves no folder behind
+    matcher = CrossResolutionMatcher(list(checkpoints), batch_size=batch_size, device=device)
     plan = {"format": INDEX_FORMAT, "checkpoints": records, "num_images": len(gallery),
             "shard_size": shard_size,
             "gallery_sha256": hashlib.sha256("\n".join(gallery).encode("utf-8")).hexdigest()}
@@ -150,23 +173,23 @@ def build_index(checkpoints: Sequence[str], gallery: Sequence[str], out_dir: str
     num_shards = (len(gallery) + shard_size - 1) // shard_size
     shard_dir = lambda k: osp.join(out_dir, "shards", f"{k:06d}")  # noqa: E731
     done = [k for k in range(num_shards) if osp.isfile(osp.join(shard_dir(k), "done.json"))]
-    matcher = CrossResolutionMatcher(list(checkpoints), batch_size=batch_size, device=device)
-    bar = tqdm(total=len(gallery), initial=sum(min(shard_size, len(gallery) - k * shard_size) for k in done),
-               unit="img", desc="embedding gallery", disable=not progress)
-    for k in range(num_shards):
-        if k in done:
-            continue
-        paths = gallery[k * shard_size:(k + 1) * shard_size]
-        images = [load_rgb(p, f"gallery[{k * shard_size + j}]") for j, p in enumerate(paths)]
-        os.makedirs(shard_dir(k), exist_ok=True)
-        _save_npy(np.array([(img.height, img.width) for img in images], dtype=np.int64),
-                  osp.join(shard_dir(k), "hw.npy"))
-        for i, model in enumerate(matcher.models):
-            feats = matcher._features(model, images, "gallery").numpy().astype(np.float32)
-            _save_npy(feats, osp.join(shard_dir(k), f"features_{i}.npy"))
-        write_json({"images": len(paths)}, osp.join(shard_dir(k), "done.json"))  # the shard is complete
-        bar.update(len(paths))
-    bar.close()
+    initial = sum(min(shard_size, len(gallery) - k * shard_size) for k in done)
+    with tqdm(total=len(gallery), initial=initial, unit="img", desc="embedding gallery",
+              disable=not progress) as bar:
+        for k in range(num_shards):
+            if k in done:
+                continue
+            paths = gallery[k * shard_size:(k + 1) * shard_size]
+            images = [load_rgb(p, f"gallery[{k * shard_size + j}]") for j, p in enumerate(paths)]
+            os.makedirs(shard_dir(k), exist_ok=True)
+            _save_npy(np.array([(img.height, img.width) for img in images], dtype=np.int64),
+                      osp.join(shard_dir(k), "hw.npy"))
+            for i, model in enumerate(matcher.models):
+                feats = matcher._features(model, images, "gallery").numpy().astype(np.float32)
+                _check_finite(feats, paths, records[i]["path"], k * shard_size)
+                _save_npy(feats, osp.join(shard_dir(k), f"features_{i}.npy"))
+            write_json({"images": len(paths)}, osp.join(shard_dir(k), "done.json"))  # the shard is complete
+            bar.update(len(paths))
     dims = []
     for i in range(len(records)):
         feats = np.concatenate([_load_npy(osp.join(shard_dir(k), f"features_{i}.npy")) for k in range(num_shards)])
@@ -181,6 +204,19 @@ def build_index(checkpoints: Sequence[str], gallery: Sequence[str], out_dir: str
     shutil.rmtree(osp.join(out_dir, "shards"))
     os.remove(plan_path)
     return meta
+
+
+def _check_finite(feats: np.ndarray, paths: Sequence[str], checkpoint: str, offset: int = 0) -> None:
+    """ValueError naming the images (or, when all are, the anchor) whose features are NaN or infinite."""
+    bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+    if bad.size == 0:
+        return
+    if bad.size == len(paths):
+        raise ValueError(f"anchor checkpoint '{checkpoint}' gives NaN or infinite features for every image "
+                         f"(e.g. gallery[{offset}] '{paths[0]}'); its weights are probably damaged")
+    named = ", ".join(f"gallery[{offset + j}] '{paths[j]}'" for j in bad[:3])
+    raise ValueError(f"anchor checkpoint '{checkpoint}' gives NaN or infinite features for {bad.size} image(s): "
+                     f"{named}{' ...' if bad.size > 3 else ''}; replace or leave out these images")
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
@@ -240,13 +276,27 @@ class GalleryIndex:
                                     + ("; its build was interrupted: rerun jbim-reid index build to resume"
                                        if unfinished else ""))
         meta = _read_json(meta_path)
-        if meta.get("format") != INDEX_FORMAT:
-            raise ValueError(f"'{meta_path}': index format {meta.get('format')}, this version reads {INDEX_FORMAT}")
-        n = len(meta["checkpoints"])
-        features = [_load_npy(osp.join(folder, f"features_{i}.npy")) for i in range(n)]
-        return cls(features, _load_npy(osp.join(folder, "hw.npy")), meta["ratios"],
-                   paths=_read_json(osp.join(folder, "gallery_paths.json")), checkpoints=meta["checkpoints"],
-                   folder=folder, **kwargs)
+        if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"'{meta_path}': index format {found}, this version reads {INDEX_FORMAT}")
+        try:
+            num, dims, ratios = int(meta["num_images"]), [int(d) for d in meta["feature_dims"]], meta["ratios"]
+            if len(dims) != len(meta["checkpoints"]) or len(ratios) != len(dims):
+                raise ValueError("checkpoints, feature_dims and ratios differ in length")
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"'{meta_path}' is not a complete index.json ({type(err).__name__}: {err}); "
+                             "rebuild the index with jbim-reid index build") from None
+        features = []
+        for i, dim in enumerate(dims):
+            path = osp.join(folder, f"features_{i}.npy")
+            features.append(_check_array(_load_npy(path), path, (num, dim), floats=True))
+        hw_path, paths_path = osp.join(folder, "hw.npy"), osp.join(folder, "gallery_paths.json")
+        paths = _read_json(paths_path)
+        if not isinstance(paths, list) or len(paths) != num:
+            raise ValueError(f"index file '{paths_path}' does not list the {num} gallery images of index.json; "
+                             "rebuild the index with jbim-reid index build")
+        return cls(features, _check_array(_load_npy(hw_path), hw_path, (num, 2), floats=False), ratios,
+                   paths=paths, checkpoints=meta["checkpoints"], folder=folder, **kwargs)
 
     def prepare(self, index_type: str, nlist: int = 0, hnsw_m: int = 16) -> None:
         """Build (and cache in the index folder) every anchor's FAISS structure of ``index_type``."""
@@ -371,88 +421,3 @@ class GalleryIndex:
             todo = np.asarray(retry, dtype=np.int64)
             kc = min(self.size, 2 * kc)
         return SearchResult(indices, distances, weights, ratios)
-
-
-def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="index_command", required=True)
-    build = sub.add_parser("build", help="embed a gallery once with the anchor checkpoints")
-    build.add_argument("--checkpoints", nargs="+", required=True, help="anchor JBIM checkpoints")
-    build.add_argument("--gallery", required=True, help="image folder, or a text file with one path a line")
-    build.add_argument("--out", required=True, help="index folder")
-    build.add_argument("--batch-size", type=int, default=32)
-    build.add_argument("--shard-size", type=int, default=1024, help="images per resumable shard")
-    build.add_argument("--device", default="cpu")
-    build.add_argument("--ann", nargs="*", choices=INDEX_TYPES[1:], default=[],
-                       help="also build and cache these approximate structures (ivf, hnsw)")
-    search = sub.add_parser("search", help="rank the index for LR probes (Eq. 17-19 ensemble)")
-    search.add_argument("index", help="index folder")
-    search.add_argument("probes", nargs="+", help="probe images")
-    search.add_argument("--checkpoints", nargs="+", default=None,
-                        help="anchor checkpoints (default: the index's); must be those it was built with")
-    search.add_argument("--top-k", type=int, default=10)
-    search.add_argument("--index-type", choices=INDEX_TYPES, default="flat",
-                        help="flat: exact; ivf / hnsw: approximate, recall@k against flat is printed")
-    search.add_argument("--candidates", type=int, default=None, help="first k' per anchor (default max(4k, 64))")
-    search.add_argument("--nprobe", type=int, default=32, help="IVF lists visited")
-    search.add_argument("--ef-search", type=int, default=128, help="HNSW search depth")
-    search.add_argument("--sigma", type=float, default=0.5, help="Gaussian width of the anchor weights")
-    search.add_argument("--batch-size", type=int, default=32)
-    search.add_argument("--device", default="cpu")
-    search.add_argument("--out", default=None, help="write the results as JSON")
-
-
-def _search_command(args: argparse.Namespace) -> int:
-    from jbim_reid.matcher import CrossResolutionMatcher
-
-    index = GalleryIndex.load(args.index, sigma=args.sigma)
-    checkpoints = args.checkpoints or [c["path"] for c in index.checkpoints]
-    index.check_checkpoints(checkpoints)
-    matcher = CrossResolutionMatcher(checkpoints, batch_size=args.batch_size, device=args.device)
-    images, probe_hw = matcher._load_all(args.probes, "probes")
-    probe_features = [matcher._features(m, images, "probe").numpy() for m in matcher.models]
-    search = dict(k=args.top_k, candidates=args.candidates, nprobe=args.nprobe, ef_search=args.ef_search)
-    start = time.perf_counter()
-    result = index.search(probe_features, probe_hw, index_type=args.index_type, **search)
-    elapsed = time.perf_counter() - start
-    summary = {"index_type": args.index_type, "top_k": int(result.indices.shape[1]), "search_s": elapsed}
-    if args.index_type != "flat":
-        exact = index.search(probe_features, probe_hw, index_type="flat", **search)
-        summary["recall_at_k"] = recall_at_k(result.indices, exact.indices)
-    rows = []
-    for q, probe in enumerate(args.probes):
-        print(f"probe {probe} (r = {result.ratios[q]:.3f}, weights {np.round(result.weights[q], 3).tolist()}):")
-        ranked = [{"rank": j + 1, "index": int(g), "path": index.paths[g] if index.paths else None,
-                   "distance": float(d)} for j, (g, d) in enumerate(zip(result.indices[q], result.distances[q]))]
-        for r in ranked:
-            print(f"  {r['rank']:3d}  {r['distance']:12.4f}  {r['path']}")
-        rows.append({"probe": probe, "ratio": float(result.ratios[q]), "weights": result.weights[q].tolist(),
-                     "results": ranked})
-    line = f"{len(args.probes)} probes searched in {elapsed * 1000:.1f} ms ({args.index_type})"
-    if "recall_at_k" in summary:
-        line += f"; recall@{summary['top_k']} against exact search: {summary['recall_at_k']:.4f}"
-    print(line)
-    if args.out:
-        write_json({**summary, "index": osp.abspath(args.index), "probes": rows}, args.out)
-    return 0
-
-
-def index_command(args: argparse.Namespace) -> int:
-    """``jbim-reid index build | search``; a mismatch of index and checkpoints exits with code 2."""
-    try:
-        if args.index_command == "build":
-            meta = build_index(args.checkpoints, list_gallery(args.gallery), args.out, batch_size=args.batch_size,
-                               shard_size=args.shard_size, device=args.device)
-            print(f"=> Indexed {meta['num_images']} images with {len(meta['checkpoints'])} anchor(s) in '{args.out}'")
-            index = GalleryIndex.load(args.out)
-            for index_type in args.ann:
-                index.prepare(index_type)
-                print(f"=> Cached the {index_type} structure of every anchor")
-            return 0
-        return _search_command(args)
-    except (IndexMismatchError, ValueError) as err:
-        print(f"jbim-reid index {args.index_command}: error: {err}", file=sys.stderr)
-        return 2
-
-
-INDEX_COMMAND = ("build a persistent gallery index (index build) and search it with FAISS (index search)",
-                 index_command, _add_index_arguments)  # cli.COMMANDS entry

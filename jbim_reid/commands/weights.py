@@ -12,7 +12,6 @@ The cache is torchreid's (``jbim_reid.models.imagenet``), so a later ``jbim-reid
 import argparse
 from typing import Callable, Tuple
 
-
 from jbim_reid.models.imagenet import imagenet_state_dict, supported_backbones, weight_source
 
 __all__ = ["weights", "WEIGHTS_COMMAND"]
@@ -51,7 +50,7 @@ def weights(args: argparse.Namespace) -> int:
         return 0
     backbone = args.backbone
     if not backbone:
-        from jbim_reid.runner import load_config  # imported on use: runner imports the models
+        from jbim_reid.training.checks import load_config  # imported on use: it imports the models
 
         backbone = load_config(args.config_file, args.opts).model.name
     state = imagenet_state_dict(backbone)

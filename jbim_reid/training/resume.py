@@ -5,28 +5,25 @@ A stage (``him``, ``lim``, ``joint``, ... in its own folder) is *finished* when 
 is skipped. An unfinished one continues from its newest checkpoint that loads and fits the model
 (``JBIMEngine.resume`` restores model, optimizer, scheduler, epoch and random state), falling back to
 older ones when the newest is damaged. ``jbim-reid train`` and ``jbim-reid train-anchors`` call
-:func:`run_or_skip` once per stage, so re-running the same command after a crash continues the run.
-
-Examples::
-
-    checkpoint = run_or_skip(cfg, lambda: datamanager, "him", "log/stage_him", variant="him")
+``jbim_reid.training.runner.run_or_skip`` once per stage, which asks this module whether the stage is
+finished and where it continues, so re-running the same command after a crash continues the run.
 """
-import os
 import os.path as osp
-from typing import Callable, Optional
+from typing import Optional
 
 from yacs.config import CfgNode as CN
 
-from jbim_reid import distributed
-from jbim_reid.engines import checkpoint_path, list_checkpoints, sr_checkpoint_path
-from jbim_reid.fileio import CheckpointError, CheckpointMismatchError, atomic_write, load_torch_file
-from jbim_reid.reports import read_json, write_json
+from jbim_reid.engines import checkpoint_path, distributed, list_checkpoints
+from jbim_reid.evaluation.reports import read_json, write_json
+from jbim_reid.utils import fileio
+from jbim_reid.utils.fileio import CheckpointError, CheckpointMismatchError, atomic_write, load_torch_file
 
-__all__ = ["final_epoch", "stage_checkpoint", "stage_finished", "resume_latest", "run_or_skip",
+__all__ = ["final_epoch", "stage_checkpoint", "stage_finished", "resume_latest", "remove_partial_writes",
            "promote_results"]
 
 
-def _print(message: str) -> None:
+def log(message: str) -> None:
+    """A progress line of resuming and skipping stages."""
     print(f"=> {message}", flush=True)
 
 
@@ -59,7 +56,7 @@ def stage_finished(checkpoint: str, results: str) -> bool:
         load_torch_file(checkpoint, what="final checkpoint")
         read_json(results)
     except (CheckpointError, ValueError) as err:
-        _print(f"{err}; the stage is trained again")
+        log(f"{err}; the stage is trained again")
         return False
     return True
 
@@ -81,7 +78,7 @@ def resume_latest(engine, save_dir: str) -> Optional[int]:
             (training from scratch would delete them).
     """
     if distributed.is_main_process():  # under torchrun only rank 0 writes (and cleans) checkpoints
-        _remove_partial_writes(save_dir)
+        remove_partial_writes(save_dir)
     distributed.barrier()
     mismatch = None
     damaged = []
@@ -90,62 +87,23 @@ def resume_latest(engine, save_dir: str) -> Optional[int]:
             return engine.resume(path)
         except CheckpointMismatchError as err:
             mismatch = mismatch or err
-            _print(f"{err}; trying the previous checkpoint")
+            log(f"{err}; trying the previous checkpoint")
         except CheckpointError as err:
             damaged.append(path)
-            _print(f"{err}; falling back to the previous checkpoint")
+            log(f"{err}; falling back to the previous checkpoint")
     if mismatch is not None:
         raise mismatch
     if damaged:
-        _print(f"no usable checkpoint in '{save_dir}' ({len(damaged)} damaged): the stage starts from "
+        log(f"no usable checkpoint in '{save_dir}' ({len(damaged)} damaged): the stage starts from "
                "the beginning")
     return None
 
 
-def _remove_partial_writes(save_dir: str) -> None:
-    """Delete temporary checkpoint files left by a process killed while saving (``fileio.atomic_write``)."""
-    folder, prefix = osp.split(checkpoint_path(save_dir, 0)[:-1])
-    if not osp.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if name.startswith(f".{prefix}") and name.endswith(".tmp"):
-            os.remove(osp.join(folder, name))
-            _print(f"removed '{osp.join(folder, name)}', left by an interrupted save")
-
-
-def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
-                variant: Optional[str] = None, him_checkpoint: str = "", lim_checkpoint: str = "",
-                trains: bool = True, log: Callable[[str], None] = _print, sr_checkpoint: str = "") -> str:
-    """Run one stage through ``runner.run_stage`` unless it is finished; returns its final checkpoint.
-
-    ``run_stage`` continues an unfinished stage from its newest usable checkpoint. With
-    ``model.resume`` set the stage always runs, from that checkpoint.
-
-    Args:
-        cfg (CfgNode): config.
-        get_datamanager (callable): returns the datamanager (called only when the stage runs).
-        stage (str): ``him``, ``lim`` or ``joint``.
-        stage_dir (str): the stage's folder.
-        variant (str, optional): model variant (default ``jbim.variant``).
-        him_checkpoint, lim_checkpoint (str): stage checkpoints initialising a joint stage.
-        trains (bool): False only tests the initialised model (the him_lim joint stage).
-        log (callable): progress messages.
-        sr_checkpoint (str): stage-``sr`` checkpoint initialising the SR module of stage ``him``.
-
-    Returns:
-        str: the stage's final checkpoint.
-    """
-    from jbim_reid import runner  # runner imports this module
-
-    checkpoint = sr_checkpoint_path(stage_dir) if stage == "sr" else stage_checkpoint(cfg, stage_dir, trains)
-    if not cfg.model.resume and stage_finished(checkpoint, osp.join(stage_dir, "results.json")):
-        log(f"stage {stage}: '{checkpoint}' exists, skipped")
-        return checkpoint
-    log(f"stage {stage} -> {stage_dir}")
-    _, checkpoint = runner.run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint,
-                                  lim_checkpoint, train_epochs=trains, continue_run=True,
-                                  sr_checkpoint=sr_checkpoint)
-    return checkpoint
+def remove_partial_writes(save_dir: str) -> None:
+    """Delete the temporary files of writes a killed process left in ``save_dir`` and below it
+    (checkpoints, ``sr_best`` / ``sr_last``, ``results.json``, plots: ``fileio.atomic_write``'s), naming each."""
+    for path in fileio.remove_partial_writes(save_dir):
+        log(f"removed '{path}', left by an interrupted save")
 
 
 def promote_results(stage_dir: str, dest_dir: str, extra: Optional[dict] = None) -> str:
@@ -168,5 +126,5 @@ def promote_results(stage_dir: str, dest_dir: str, extra: Optional[dict] = None)
             atomic_write(osp.join(dest_dir, f"cmc_{name}.png"), lambda out, data=data: out.write(data))
     path = osp.join(dest_dir, "results.json")
     write_json({**results, **(extra or {})}, path)
-    _print(f"Results written to '{path}'")
+    log(f"Results written to '{path}'")
     return path

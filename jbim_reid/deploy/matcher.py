@@ -2,7 +2,7 @@
 
 Images of any size go in (paths, PIL images or ``H x W x 3`` uint8 RGB arrays); their genuine sizes
 are read from the inputs themselves, each anchor model gives a distance matrix, and the matrices are
-fused with the resolution weights of :mod:`jbim_reid.ensemble` (JBIM Sec. 5).
+fused with the resolution weights of :mod:`jbim_reid.evaluation.ensemble` (JBIM Sec. 5).
 
 Examples::
     >>> from jbim_reid import CrossResolutionMatcher
@@ -20,68 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchreid
-import torchvision.transforms as T
 from PIL import Image
 from torch import nn
 
-from jbim_reid.ensemble import WEIGHTING_SCHEMES, anchor_weights, fuse_distances, resolution_ratios
+from jbim_reid.evaluation.ensemble import WEIGHTING_SCHEMES, anchor_weights, fuse_distances, resolution_ratios
+from jbim_reid.utils.fileio import CheckpointError, load_torch_file
+from jbim_reid.utils.images import ImageLike, build_test_transform, load_rgb
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "MatchResult", "CrossResolutionMatcher", "build_test_transform",
-           "load_rgb"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchreid's default norm_mean
-IMAGENET_STD = (0.229, 0.224, 0.225)  # torchreid's default norm_std
-
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
-
-
-def build_test_transform(height: int, width: int) -> T.Compose:
-    """torchreid's test transform (``build_transforms``' second output) with bicubic resizing.
-
-    Args:
-        height (int): network input height.
-        width (int): network input width.
-
-    Returns:
-        torchvision.transforms.Compose: PIL image -> normalised tensor ``(3, height, width)``.
-    """
-    # bicubic, as JBIM upscales LR images (torchreid's own Resize is bilinear)
-    return T.Compose([T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
-                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def load_rgb(item: ImageLike, name: str = "image") -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an ``H x W x 3`` uint8 RGB array.
-
-    ``torchreid.utils.read_image`` retries forever on an unreadable file, so files are opened here
-    with PIL directly and errors name the file.
-
-    Args:
-        item: the image.
-        name (str, optional): how errors refer to it, e.g. ``'probes[3]'``.
-
-    Returns:
-        PIL.Image.Image: RGB image at its genuine size.
-    """
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    if isinstance(item, np.ndarray):
-        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3 or 0 in item.shape:
-            raise ValueError(f"{name} must be an H x W x 3 uint8 RGB array, got shape {item.shape} "
-                             f"dtype {item.dtype}")
-        return Image.fromarray(item, mode="RGB")
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"{name}: image file not found: {path}")
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except OSError as error:
-            raise ValueError(f"{name}: cannot read image {path}: {error}") from error
-    raise TypeError(f"{name} must be a path, a PIL image or an H x W x 3 uint8 array, "
-                    f"got {type(item).__name__}")
-
+__all__ = ["MatchResult", "CrossResolutionMatcher"]
 
 @dataclass
 class MatchResult:
@@ -109,7 +55,7 @@ class CrossResolutionMatcher:
     with ``m_i = model.ratio``, and ``D = sum_i w_i D_i``. With one model every weight is 1.
 
     Args:
-        checkpoints (list): checkpoint paths (read with ``jbim_reid.models.load_jbim_checkpoint``) or
+        checkpoints (list): JBIM checkpoint paths (rebuilt by ``jbim_reid.models.jbim_from_checkpoint``) or
             JBIM models (any module with ``probe_features``, ``gallery_features``, ``ratio``, ``height``
             and ``width``).
         sigma (float, optional): Gaussian width of the weights. Default is 0.5.
@@ -157,9 +103,18 @@ class CrossResolutionMatcher:
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoints[{index}]: checkpoint file not found: {path}")
-        from jbim_reid.models import load_jbim_checkpoint  # models import the heavy torchreid backbones
+        from jbim_reid.models import jbim_from_checkpoint  # models import the heavy torchreid backbones
 
-        return load_jbim_checkpoint(str(path))
+        checkpoint = load_torch_file(path, what=f"checkpoints[{index}]")
+        if not isinstance(checkpoint, dict) or "jbim_kwargs" not in checkpoint or "state_dict" not in checkpoint:
+            raise CheckpointError(f"checkpoints[{index}]: '{path}' is not a JBIM checkpoint (no 'jbim_kwargs' and "
+                                  "'state_dict': a plain state dict?); expected a checkpoint of jbim-reid train "
+                                  "or a .safetensors file of jbim-reid export-weights")
+        try:
+            return jbim_from_checkpoint(checkpoint, source=str(path))
+        except (RuntimeError, TypeError, ValueError) as err:  # weights that do not fit their own jbim_kwargs
+            raise CheckpointError(f"checkpoints[{index}]: '{path}' does not rebuild its model: "
+                                  f"{str(err).splitlines()[0]}") from None
 
     @torch.inference_mode()
     def _features(self, model: nn.Module, images: List[Image.Image], role: str) -> torch.Tensor:

@@ -1,0 +1,226 @@
+"""Loading a config and the checks every command makes before any work.
+
+``load_config`` merges the defaults, a YAML file and ``KEY VALUE`` options, validates every value and
+records which keys were given (``jbim.recipe auto`` leaves those alone); the ``check_*`` functions
+stop a run in seconds (exit code 2 in the CLI) rather than after a stage has trained.
+"""
+import argparse
+import os
+import os.path as osp
+import tempfile
+from typing import List, Optional
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from jbim_reid.config import get_default_config
+from jbim_reid.engines import distributed
+from jbim_reid.models import SR_MODELS, VARIANTS, fetch_imagenet_weights
+from jbim_reid.models.imagenet import init_state_dict
+from jbim_reid.training.recipe import RECIPES, set_explicit_keys
+from jbim_reid.utils import compat
+
+__all__ = ["ConfigError", "STAGE_EPOCH_KEYS", "load_config", "merge_options", "add_config_arguments",
+           "check_training", "check_imagenet_weights", "check_init_from", "check_train_loader", "check_writable"]
+
+STAGE_EPOCH_KEYS = ("him", "lim", "joint")  # stages whose epochs jbim.stage_epochs sets
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the CLI prints it and exits with code 2."""
+
+
+def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
+    """Defaults, then ``config_file``, then ``KEY VALUE`` pairs.
+
+    Args:
+        config_file (str): YAML file ('' = defaults only).
+        opts (list of str): alternating keys and values, e.g. ``['train.max_epoch', '5']``.
+
+    Returns:
+        CfgNode: the frozen config.
+    """
+    cfg = get_default_config()
+    try:
+        if config_file:
+            if not osp.isfile(config_file):
+                raise ConfigError(f"Config file not found: '{config_file}'")
+            with open(config_file, encoding="utf-8") as f:
+                top = yaml.safe_load(f)
+            if top is not None and not isinstance(top, dict):
+                raise ConfigError(f"config file '{config_file}': expected a mapping of config keys at the top "
+                                  f"level (e.g. 'model:', 'data:'), got a {type(top).__name__}")
+            cfg.merge_from_file(config_file)
+        merge_options(cfg, list(opts or []))
+    except ConfigError:
+        raise
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file '{config_file}': YAML syntax error{where}: {problem}") from None
+    except (KeyError, AssertionError, ValueError, TypeError) as err:
+        # yacs raises KeyError (file) or AssertionError (list) "Non-existent (config) key: a.b"
+        message = str(err.args[0]) if err.args else str(err)
+        source = f"config file '{config_file}'" if isinstance(err, KeyError) else "command line"
+        if "Non-existent" in message:
+            key = message.rsplit(":", 1)[-1].strip()
+            raise ConfigError(f"Unknown config key '{key}' (in {source})") from None
+        raise ConfigError(f"Bad config value: {message}") from None
+    _validate(cfg)
+    set_explicit_keys(cfg, _yaml_mapping(config_file) if config_file else None, list(opts or []))
+    cfg.freeze()
+    return cfg
+
+
+def merge_options(cfg: CN, opts: List[str]) -> None:
+    """``cfg.merge_from_list(opts)``, where a key naming a node (``jbim.stage_epochs``) takes a mapping.
+
+    yacs merges ``KEY VALUE`` pairs into leaves only; a node's value (``"{'him': 6, 'joint': 12}"``) is
+    parsed as YAML and merged like a config file's mapping.
+    """
+    rest, nodes = [], []
+    pairs = zip(opts[0::2], opts[1::2]) if len(opts) % 2 == 0 else ()
+    for key, value in pairs:
+        node = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, CN) else None
+        if not isinstance(node, CN):
+            rest += [key, value]
+            continue
+        mapping = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{key} takes a mapping such as \"{{'him': 6, 'joint': 12}}\", got {value!r}")
+        for part in reversed(key.split(".")):
+            mapping = {part: mapping}
+        nodes.append(CN(mapping))
+    cfg.merge_from_list(rest if pairs else opts)
+    for node in nodes:
+        cfg.merge_from_other_cfg(node)
+
+
+def _yaml_mapping(config_file: str) -> dict:
+    with open(config_file, encoding="utf-8") as f:
+        loaded = yaml.safe_load(f)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _validate(cfg: CN) -> None:
+    if cfg.jbim.recipe not in RECIPES:
+        raise ConfigError(f"Unknown jbim.recipe '{cfg.jbim.recipe}'; expected one of {list(RECIPES)}")
+    for stage, epochs in cfg.jbim.stage_epochs.items():
+        if stage not in STAGE_EPOCH_KEYS or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+            raise ConfigError(f"jbim.stage_epochs: expected epochs >= 0 for stages among {list(STAGE_EPOCH_KEYS)}, "
+                              f"got {stage}: {epochs!r}")
+    stages = ("sr", "him", "lim", "joint", "all")
+    if cfg.jbim.stage not in stages:
+        raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
+    if cfg.jbim.stage == "sr" and "sr" not in VARIANTS.get(cfg.jbim.variant, ("sr",)):
+        raise ConfigError(f"jbim.stage sr trains the SR module, which jbim.variant "
+                          f"'{cfg.jbim.variant}' does not have")
+    if not all(0 < m <= 1 for m in cfg.jbim.train_ratios):
+        raise ConfigError(f"jbim.train_ratios must all be in (0, 1], got {list(cfg.jbim.train_ratios)}")
+    if cfg.jbim.sr_patience < 1 or cfg.jbim.sr_max_epoch < 0:
+        raise ConfigError(f"jbim.sr_patience must be >= 1 (got {cfg.jbim.sr_patience}) and "
+                          f"jbim.sr_max_epoch >= 0 (got {cfg.jbim.sr_max_epoch})")
+    if not 0 < cfg.jbim.sr_holdout < 1:
+        raise ConfigError(f"jbim.sr_holdout must be in (0, 1), got {cfg.jbim.sr_holdout}")
+    if cfg.jbim.variant not in VARIANTS:
+        raise ConfigError(f"Unknown jbim.variant '{cfg.jbim.variant}'; expected one of {list(VARIANTS)}")
+    if cfg.jbim.sr not in SR_MODELS:
+        raise ConfigError(f"Unknown jbim.sr '{cfg.jbim.sr}'; expected one of {sorted(SR_MODELS)}")
+    names = [n for n in compat.model_factory() if not n.startswith("jbim_")]
+    if cfg.model.name not in names:
+        raise ConfigError(f"Unknown model.name '{cfg.model.name}' (a torchreid backbone); "
+                          f"expected one of {sorted(names)}")
+    if not 0 < cfg.jbim.ratio <= 1:
+        raise ConfigError(f"jbim.ratio must be in (0, 1], got {cfg.jbim.ratio}")
+    for key in ("height", "width"):
+        if cfg.data[key] <= 0:
+            raise ConfigError(f"data.{key} must be a positive number of pixels, got {cfg.data[key]}")
+    for key in ("checkpoint_freq", "keep_checkpoints"):
+        if cfg.train[key] < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {cfg.train[key]}")
+    if cfg.sampler.num_instances < 1:
+        raise ConfigError(f"sampler.num_instances must be >= 1 (images per identity in a batch), "
+                          f"got {cfg.sampler.num_instances}")
+    from jbim_reid.datasets import DATASETS, CrossResolutionDataset
+
+    for key in ("sources", "targets"):
+        for name in cfg.data[key]:
+            cls = compat.image_dataset_registry().get(name)
+            if cls is None or not issubclass(cls, CrossResolutionDataset):
+                raise ConfigError(f"data.{key}: '{name}' is not a cross-resolution dataset; expected "
+                                  f"one of {sorted(DATASETS)} (or another registered "
+                                  "jbim_reid CrossResolutionDataset)")
+    if len(cfg.data.sources) != 1:
+        raise ConfigError(f"data.sources must name exactly one dataset (torchreid merges several into "
+                          f"a plain ImageDataset without genuine sizes), got {list(cfg.data.sources)}")
+    for name in list(cfg.data.sources) + list(cfg.data.targets):
+        num_splits = getattr(compat.image_dataset_registry()[name], "num_splits", None)
+        if num_splits and not 0 <= cfg.data.split_id < num_splits:
+            raise ConfigError(f"data.split_id {cfg.data.split_id} is out of range for '{name}'; "
+                              f"expected 0..{num_splits - 1}")
+    if cfg.train.dist_backend not in ("",) + distributed.BACKENDS:
+        raise ConfigError(f"Unknown train.dist_backend '{cfg.train.dist_backend}'; expected one of "
+                          f"{list(distributed.BACKENDS)} or '' (nccl on GPU, gloo on CPU)")
+    if cfg.train.dist_timeout <= 0:
+        raise ConfigError(f"train.dist_timeout must be > 0 seconds, got {cfg.train.dist_timeout}")
+    if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
+        raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
+                          "jbim.stage joint; with 'all' the stages train their own")
+
+
+def check_training(cfg: CN) -> None:
+    """Checks of ``train`` / ``train-anchors`` before any work: epochs to train, a writable save_dir."""
+    if cfg.train.max_epoch <= 0:
+        raise ConfigError(f"train.max_epoch must be >= 1 (epochs per stage), got {cfg.train.max_epoch}")
+    check_writable(cfg.data.save_dir, "data.save_dir")
+
+
+def check_imagenet_weights(cfg: CN) -> None:
+    """Fetch (or find cached) the backbone's ImageNet weights of ``model.pretrained`` before any
+    stage runs, so that an offline machine stops in seconds rather than after stage ``sr``."""
+    if (cfg.jbim.stage in ("all", "him", "lim") and cfg.model.pretrained and not cfg.model.pretrained_path
+            and not (cfg.model.load_weights or cfg.model.resume)):
+        fetch_imagenet_weights(cfg.model.name)
+
+
+def check_init_from(cfg: CN) -> None:
+    """Read ``jbim.init_from`` before any stage runs: unsafe, unreadable, JBIM or other-backbone files stop
+    the command at once (CheckpointError naming the file and what it holds)."""
+    if cfg.jbim.init_from:
+        init_state_dict(cfg.jbim.init_from, cfg.model.name)
+
+
+def check_train_loader(cfg: CN, datamanager) -> None:
+    """ConfigError when the train loader yields no batch (batch larger than the data, drop_last)."""
+    if len(datamanager.train_loader) == 0:
+        raise ConfigError(
+            f"the train loader of {list(cfg.data.sources)} has no batch: train.batch_size "
+            f"{cfg.train.batch_size} is larger than the {len(datamanager.train_loader.dataset)} training "
+            f"images (sampler.train_sampler {cfg.sampler.train_sampler} drops incomplete batches); "
+            "lower train.batch_size")
+
+
+def check_writable(folder: str, key: str) -> None:
+    """ConfigError naming ``key`` unless ``folder`` can be created and written into."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key} '{folder}' is not a writable folder: {err.strerror or err}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, remainder: bool = True) -> None:
+    """``--config-file`` and the trailing ``KEY VALUE`` options (``args.config_file``, ``args.opts``).
+
+    Args:
+        parser: a subcommand's parser.
+        remainder (bool): the options take every remaining word; False lets flags of the
+            subcommand's own follow them (``... model.load_weights CKPT --out DIR``).
+    """
+    parser.add_argument("--config-file", default="", help="YAML config file (see configs/)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER if remainder else "*", default=None,
+                        help="KEY VALUE pairs overriding the config, e.g. train.max_epoch 5")
