@@ -71,6 +71,8 @@ def test_init_from_and_zero_stage_epochs_go_straight_to_the_joint_stage(caviar_r
         assert not (tmp_path / f"stage_{part}" / "model" / "model.pth.tar-1").exists()
     joint = load_torch_file(tmp_path / "stage_joint" / "model" / "model.pth.tar-1")
     assert joint["recipe"]["mode"] == "auto" and "measured" in joint["recipe"]
+    sr = load_torch_file(tmp_path / "stage_sr" / "model" / "sr_best.pth.tar")
+    assert sr["recipe"] == joint["recipe"]  # every checkpoint knows how its model was trained
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["init_from"] == str(torchreid_checkpoint) and results["recipe"] == joint["recipe"]
 

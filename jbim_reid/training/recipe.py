@@ -21,7 +21,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 __all__ = ["RECIPES", "RECIPE_KEYS", "PAPER_RECIPE", "measure_training_data", "choose_recipe",
-           "resolve_recipe", "recipe_record", "explicit_keys", "set_explicit_keys", "describe"]
+           "resolve_recipe", "recipe_record", "explicit_keys", "set_explicit_keys", "describe", "run_info"]
 
 RECIPES = ("auto", "paper", "custom")
 RECIPE_KEYS = ("ratio", "train_ratios", "cross_stream_triplet")  # the jbim.* keys a recipe sets
@@ -139,6 +139,15 @@ def resolve_recipe(cfg: CN, dataset=None, keys: Sequence[str] = RECIPE_KEYS) -> 
     out.__dict__[_RECORD] = {"mode": mode, "chosen": chosen, "measured": measured,
                              "overridden": {k: {"given": v, "auto": proposed[k]} for k, v in overridden.items()}}
     return out
+
+
+def run_info(cfg: CN) -> dict:
+    """How a model was trained beyond its architecture, for its checkpoints and ``results.json``:
+    the resolved recipe and ``jbim.init_from``."""
+    info = {"init_from": cfg.jbim.init_from}
+    if recipe_record(cfg) is not None:
+        info["recipe"] = recipe_record(cfg)
+    return info
 
 
 def describe(record: Mapping[str, Any]) -> List[str]:

@@ -22,14 +22,14 @@ from jbim_reid.evaluation.reports import rank_results, write_json
 from jbim_reid.models import JBIM, jbim_from_checkpoint, load_pretrained_weights
 from jbim_reid.training import resume
 from jbim_reid.training.checks import ConfigError
-from jbim_reid.training.recipe import RECIPE_KEYS, describe, recipe_record, resolve_recipe
+from jbim_reid.training.recipe import RECIPE_KEYS, describe, recipe_record, resolve_recipe, run_info
 from jbim_reid.training.sr_stage import run_sr_stage
 from jbim_reid.utils.errors import DataError
 from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
 
 __all__ = ["STAGE_VARIANTS", "build_datamanager", "build_model", "read_load_weights", "model_from_weights",
            "load_test_model", "wants_gpu", "write_results", "run_stage", "run_or_skip", "stage_config",
-           "stage_trains", "resolve_and_log_recipe", "run_info"]
+           "stage_trains", "resolve_and_log_recipe"]
 
 STAGE_VARIANTS = {"him": "him", "lim": "lim"}  # the model a single him / lim stage trains
 
@@ -326,12 +326,3 @@ def resolve_and_log_recipe(cfg: CN, datamanager, keys: Sequence[str] = RECIPE_KE
     for line in describe(recipe_record(resolved)):
         print(f"=> {line}")
     return resolved
-
-
-def run_info(cfg: CN) -> dict:
-    """How a model was trained beyond its architecture, for its checkpoints and ``results.json``:
-    the resolved recipe and ``jbim.init_from``."""
-    info = {"init_from": cfg.jbim.init_from}
-    if recipe_record(cfg) is not None:
-        info["recipe"] = recipe_record(cfg)
-    return info

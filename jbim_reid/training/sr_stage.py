@@ -18,6 +18,7 @@ from jbim_reid.evaluation.reports import write_json
 from jbim_reid.models.pixel import PixelSpaceSR
 from jbim_reid.models.sr import build_sr
 from jbim_reid.models.weights import load_sr_weights
+from jbim_reid.training.recipe import run_info
 
 __all__ = ["sr_stage_ratios", "run_sr_stage"]
 
@@ -61,7 +62,7 @@ def run_sr_stage(cfg: CN, datamanager, save_dir: str) -> Tuple[SREngine, str]:
                       workers=cfg.data.workers,
                       checkpoint_info={"sr": cfg.jbim.sr, "ratios": ratios,
                                        "norm_mean": list(cfg.data.norm_mean),
-                                       "norm_std": list(cfg.data.norm_std)})
+                                       "norm_std": list(cfg.data.norm_std), **run_info(cfg)})
     if optimizer is None:
         print(f"=> jbim.sr '{cfg.jbim.sr}' has no parameters: stage sr only evaluates it")
     results = engine.run(save_dir=save_dir, max_epoch=cfg.jbim.sr_max_epoch, patience=cfg.jbim.sr_patience,
