@@ -14,6 +14,8 @@ from jbim_reid.config import get_default_config
 from jbim_reid.config.kwargs import folder_kwargs
 from jbim_reid.datasets import (CAVIAR, DATASETS, CrossResolutionFolder, FolderOptions, folder_overrides,
                                 genuine_size, image_check_options, protocol_overrides)
+from jbim_reid.cli import main
+from jbim_reid.training.recipe import PAPER_RECIPE, choose_recipe, measure_training_data
 from jbim_reid.utils.errors import DataError
 
 REPO = Path(__file__).parent.parent
@@ -344,3 +346,23 @@ def test_relaid_caviar_matches_the_caviar_class(data_root, tmp_path):
         assert sizes_a == sizes_b, mode
     assert folder.lr_ratio() == pytest.approx(caviar.lr_ratio())
     assert folder.lr_ratio_histogram() == caviar.lr_ratio_histogram() == {"genuine": 250}
+    # jbim.recipe auto measures the same statistics and resolves the same recipe on both
+    assert measure_training_data(folder) == measure_training_data(caviar)
+    assert choose_recipe(measure_training_data(folder)) == PAPER_RECIPE
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_relaid_caviar_trains_one_epoch_per_stage_with_the_recipe_of_caviar(data_root, tmp_path, capsys):
+    caviar = CAVIAR(root=data_root, split_id=0, cache_dir=tmp_path / "c", verbose=False)
+    root = relay_caviar(caviar, tmp_path / "data", name="custom")
+    template = str(Path(__file__).parent.parent / "configs" / "custom" / "jbim_mobilenetv2_cpu.yaml")
+    common = ["data.root", str(root), "mlr.cache_dir", str(tmp_path / "c"), "model.pretrained", "False",
+              "model.name", "osnet_x0_25", "data.height", "32", "data.width", "16", "data.workers", "0",
+              "train.max_epoch", "1", "jbim.sr_max_epoch", "1", "train.print_freq", "100"]
+    assert main(["recipe", "--config-file", template] + common) == 0
+    assert json.loads(capsys.readouterr().out)["chosen"] == PAPER_RECIPE
+    assert main(["train", "--config-file", template, "data.save_dir", str(tmp_path / "log")] + common) == 0
+    results = json.loads((tmp_path / "log" / "results.json").read_text())
+    assert results["recipe"]["chosen"] == PAPER_RECIPE and "crossres_folder" in results["datasets"]
+    assert results["datasets"]["crossres_folder"]["num_query"] == 250
