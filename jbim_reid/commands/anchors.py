@@ -26,10 +26,11 @@ import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid.commands.save_dir import claims_save_dir
+from jbim_reid.commands.save_dir import add_training_arguments, claims_save_dir, clear_earlier_run, training_command
 from jbim_reid.config.defaults import add_ensemble_config
 from jbim_reid.evaluation.ensemble import ratio_label
 from jbim_reid.training import checks, resume, runner
+from jbim_reid.training.fingerprint import config_fingerprint
 
 __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_config", "anchor_label",
            "anchor_dir", "anchor_checkpoint", "shared_lim_dir", "resolve_splits", "train_anchors",
@@ -142,10 +143,16 @@ def _stage_checkpoint(cfg: CN, stage_dir: str, trains: bool = True) -> str:
     return resume.stage_checkpoint(cfg, stage_dir, trains)
 
 
-def _anchor_finished(cfg: CN, split_id: int, ratio: float) -> bool:
-    """Whether the anchor's final checkpoint loads and its results.json exists."""
+def _anchor_finished(cfg: CN, split_id: int, ratio: float, anchor_cfg: CN) -> bool:
+    """Whether the anchor's final checkpoint loads and its results.json exists.
+
+    Raises:
+        ConfigError: the anchor was trained with another config than ``anchor_cfg`` (the config its
+            last stage trains with).
+    """
     return resume.stage_finished(anchor_checkpoint(cfg, split_id, ratio),
-                          osp.join(anchor_dir(cfg, split_id, ratio), "results.json"))
+                                 osp.join(anchor_dir(cfg, split_id, ratio), "results.json"),
+                                 config_fingerprint(anchor_cfg))
 
 
 def _recipe(variant: str) -> Tuple[str, ...]:
@@ -194,7 +201,7 @@ def _train_stage(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
 
 
 @claims_save_dir  # data.save_dir locked while it runs, a killed run's partial writes removed
-def train_anchors(cfg: CN) -> int:
+def train_anchors(cfg: CN, force_new: bool = False) -> int:
     """``jbim-reid train-anchors``: the staged recipe for every anchor ratio on every split.
 
     For each split k of ``ensemble.splits`` and anchor m of ``ensemble.anchors``, trains
@@ -202,10 +209,13 @@ def train_anchors(cfg: CN) -> int:
     :func:`anchor_dir`. The LIM stage of a split is trained once in :func:`shared_lim_dir` and
     initialises every anchor's joint stage (``ensemble.share_lim``). Finished stages and anchors
     (final checkpoint loads, results.json exists) are skipped and an unfinished stage continues from
-    its last checkpoint (``jbim_reid.training.resume``), so re-running the command resumes a killed run.
+    its last checkpoint (``jbim_reid.training.resume``), so re-running the command resumes a killed run;
+    an anchor or stage trained with another config stops it (ConfigError naming the keys).
 
     Args:
         cfg (CfgNode): config (from ``jbim_reid.training.checks.load_config``).
+        force_new (bool): ``--force-new``: delete the earlier splits and anchors in data.save_dir once
+            every check has passed, and train from the start.
 
     Returns:
         int: exit code 0.
@@ -219,8 +229,11 @@ def train_anchors(cfg: CN) -> int:
                                  "`jbim-reid ensemble` instead")
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
-    checks.check_training(cfg)
+    checks.check_training(cfg, stage="all")
     checks.check_imagenet_weights(cfg)  # before any stage sr runs, so offline it stops at once
+    checks.check_weight_files(cfg, stage="all")
+    if force_new:
+        clear_earlier_run(cfg.data.save_dir)
     variant = cfg.jbim.variant
     recipe = _recipe(variant)
     share_lim = bool(cfg.ensemble.share_lim) and "joint" in recipe
@@ -238,9 +251,11 @@ def train_anchors(cfg: CN) -> int:
                 checks.check_train_loader(split_cfg, cache["dm"])
             return cache["dm"]
 
-        pending = [m for m in anchors.values() if not _anchor_finished(cfg, split, m)]
-        if pending:  # the anchors set jbim.ratio themselves; the recipe decides the triplet
-            split_cfg = runner.resolve_and_log_recipe(split_cfg, get_datamanager(), keys=("cross_stream_triplet",))
+        # the anchors set jbim.ratio themselves; the recipe decides the triplet (and, for a finished
+        # anchor, the config its checkpoint must have been trained with)
+        split_cfg = runner.resolve_and_log_recipe(split_cfg, get_datamanager(), keys=("cross_stream_triplet",))
+        pending = [m for m in anchors.values()
+                   if not _anchor_finished(cfg, split, m, _anchor_cfg(split_cfg, cfg, split, m))]
         lim_checkpoint = ""
         if share_lim and pending:
             first = next(iter(anchors.values()))
@@ -256,7 +271,7 @@ def train_anchors(cfg: CN) -> int:
                 continue
             _log(f"{where}: training")
             folder = anchor_dir(cfg, split, ratio)
-            anchor_cfg = _override(split_cfg, "jbim.ratio", ratio, "data.save_dir", folder)
+            anchor_cfg = _anchor_cfg(split_cfg, cfg, split, ratio)
             checkpoints = {"lim": lim_checkpoint} if share_lim else {}
             for part in recipe:
                 if part in checkpoints:
@@ -279,6 +294,11 @@ def train_anchors(cfg: CN) -> int:
             _log(f"{where}: done, '{checkpoints[recipe[-1]]}'")
     _log("train-anchors finished; evaluate with: jbim-reid ensemble (same config and options)")
     return 0
+
+
+def _anchor_cfg(split_cfg: CN, cfg: CN, split: int, ratio: float) -> CN:
+    """The config an anchor's stages train with: the split's, at the anchor's ratio and folder."""
+    return _override(split_cfg, "jbim.ratio", ratio, "data.save_dir", anchor_dir(cfg, split, ratio))
 
 
 def _copy_results(stage_dir: str, folder: str, label: str, split: int) -> None:
@@ -439,9 +459,9 @@ def run_ensemble(cfg: CN) -> int:
     return 0
 
 
-ENSEMBLE_COMMANDS: Dict[str, Tuple[str, Callable[[CN], int]]] = {  # subcommand -> (help, function(cfg))
+ENSEMBLE_COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg)) or (help, function(args), add_arguments)
     "train-anchors": ("train one JBIM model per ensemble.anchors ratio on every ensemble.splits split",
-                      train_anchors),
+                      training_command(train_anchors), add_training_arguments),
     "ensemble": ("evaluate the anchor models alone and fused over splits; writes ensemble.json / .md",
                  run_ensemble),
 }

@@ -2,7 +2,10 @@
 
 ``train`` runs one stage or ``all`` (sr, him, lim, joint in sub-folders of ``data.save_dir``); finished
 stages are skipped and an unfinished one continues from its last checkpoint
-(``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a killed run.
+(``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a killed run. Both
+need the config the stages were trained with (another one stops the command, exit code 2); ``--force-new``
+deletes the earlier stages and trains again. Every weight file is checked before stage ``sr``
+(``training.checks.check_weight_files``).
 ``train`` and ``test`` hold ``data.save_dir`` locked while they run (``jbim_reid.commands.save_dir``).
 """
 import os.path as osp
@@ -11,15 +14,16 @@ from typing import Dict
 import torchreid
 from yacs.config import CfgNode as CN
 
-from jbim_reid.commands.save_dir import claims_save_dir
+from jbim_reid.commands.save_dir import add_training_arguments, claims_save_dir, clear_earlier_run, training_command
 from jbim_reid.config import engine_kwargs, engine_run_kwargs, optimizer_kwargs
 from jbim_reid.engines import JBIMEngine, distributed
 from jbim_reid.evaluation.complexity import complexity_table, model_complexity
 from jbim_reid.evaluation.reports import write_json
 from jbim_reid.models import VARIANTS
 from jbim_reid.training import resume
-from jbim_reid.training.checks import (ConfigError, check_imagenet_weights, check_init_from,
-                                       check_train_loader, check_training)
+from jbim_reid.training.checks import (ConfigError, check_imagenet_weights, check_train_loader, check_training,
+                                       check_weight_files)
+from jbim_reid.training.fingerprint import FINGERPRINT_ENTRY
 from jbim_reid.training.runner import (STAGE_VARIANTS, build_datamanager, build_model, load_test_model,
                                        read_load_weights, resolve_and_log_recipe, run_or_skip, stage_config,
                                        stage_trains, wants_gpu, write_results)
@@ -28,11 +32,17 @@ __all__ = ["TRAIN_COMMANDS", "train", "test", "complexity"]
 
 
 @claims_save_dir
-def train(cfg: CN) -> int:
+def train(cfg: CN, force_new: bool = False) -> int:
     """``jbim-reid train``: one stage, or ``all`` (sr, him, lim, joint in sub-folders of data.save_dir).
 
     Finished stages are skipped and an unfinished one continues from its last checkpoint
-    (``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a killed run.
+    (``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a killed run;
+    a stage trained with another config stops it (ConfigError naming the keys).
+
+    Args:
+        cfg (CfgNode): config.
+        force_new (bool): ``--force-new``: delete the earlier stages in data.save_dir once every check
+            has passed, and train from the start.
     """
     if cfg.test.evaluate:
         return test(cfg)
@@ -40,12 +50,17 @@ def train(cfg: CN) -> int:
     if stage == "all" and cfg.model.resume:
         raise ConfigError("model.resume needs a single jbim.stage (him, lim or joint), not 'all' "
                           "(re-running the same command resumes 'all')")
+    if force_new and cfg.model.resume:
+        raise ConfigError("--force-new deletes the earlier stages that model.resume would continue from; "
+                          "use one of them")
     check_training(cfg)
+    check_weight_files(cfg)  # every weight file of every stage, before stage sr
     datamanager = build_datamanager(cfg)
     check_train_loader(cfg, datamanager)
     check_imagenet_weights(cfg)
-    check_init_from(cfg)
     cfg = resolve_and_log_recipe(cfg, datamanager)
+    if force_new:
+        clear_earlier_run(save_dir)
     if stage != "all":
         run_or_skip(stage_config(cfg, stage), lambda: datamanager, stage, save_dir,
                     STAGE_VARIANTS.get(stage, variant), cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint,
@@ -91,7 +106,8 @@ def test(cfg: CN) -> int:
     engine.run(**{**engine_run_kwargs(cfg), "test_only": True})
     write_results(engine, cfg, cfg.data.save_dir,
                   {"checkpoint": cfg.model.load_weights, "variant": model.variant,
-                   "recipe": checkpoint.get("recipe"), "init_from": checkpoint.get("init_from", "")})
+                   "recipe": checkpoint.get("recipe"), "init_from": checkpoint.get("init_from", ""),
+                   FINGERPRINT_ENTRY: checkpoint.get(FINGERPRINT_ENTRY)})  # how the model was trained
     return 0
 
 
@@ -113,8 +129,9 @@ def complexity(cfg: CN) -> int:
     return 0
 
 
-TRAIN_COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg))
-    "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", train),
+TRAIN_COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg)) or (help, function(args), add_arguments)
+    "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", training_command(train),
+              add_training_arguments),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
                    complexity),

@@ -111,8 +111,10 @@ class CrossResolutionMatcher:
                                   "'state_dict': a plain state dict?); expected a checkpoint of jbim-reid train "
                                   "or a .safetensors file of jbim-reid export-weights")
         try:
-            return jbim_from_checkpoint(checkpoint, source=str(path))
-        except (RuntimeError, TypeError, ValueError) as err:  # weights that do not fit their own jbim_kwargs
+            return jbim_from_checkpoint(checkpoint, source=str(path), what=f"checkpoints[{index}]")
+        except CheckpointError:  # weights that do not fit their own jbim_kwargs, named by the loading rule
+            raise
+        except (RuntimeError, TypeError, ValueError) as err:  # jbim_kwargs that build no model
             raise CheckpointError(f"checkpoints[{index}]: '{path}' does not rebuild its model: "
                                   f"{str(err).splitlines()[0]}") from None
 

@@ -4,7 +4,7 @@ saving / resuming them (``CheckpointMixin``).
 import os
 import os.path as osp
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -117,13 +117,15 @@ class CheckpointMixin:
                 os.remove(old)
         distributed.barrier()
 
-    def resume(self, fpath: str) -> int:
+    def resume(self, fpath: str, check: Optional[Callable[[dict], None]] = None) -> int:
         """Restore model, optimizer, scheduler and random state from a ``save_model`` checkpoint.
 
         Nothing is changed unless the whole checkpoint fits this engine.
 
         Args:
             fpath (str): the checkpoint.
+            check (callable, optional): called with the loaded checkpoint once it fits; what it raises
+                refuses the checkpoint before anything changes (the runner's check of the run's config).
 
         Returns:
             int: the epoch to start at (the checkpoint's finished epochs).
@@ -135,6 +137,8 @@ class CheckpointMixin:
         """
         checkpoint = load_torch_file(fpath, what="resume checkpoint")
         self._check_fits(checkpoint, fpath)
+        if check is not None:
+            check(checkpoint)
         state = strip_module_prefix(checkpoint["state_dict"])
         self.model.load_state_dict(state)
         self.optimizer.load_state_dict(checkpoint["optimizer"])

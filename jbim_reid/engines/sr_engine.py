@@ -125,7 +125,10 @@ class SREngine(torchreid.engine.Engine):
         holdout (float, optional): share of the HR images held out. Default is 0.1.
         batch_size (int, optional): images per batch. Default is 32.
         workers (int, optional): data-loading processes. Default is 0.
-        checkpoint_info (dict, optional): plain values stored in the checkpoint (e.g. the SR name).
+        checkpoint_info (dict, optional): plain values stored in the checkpoint (e.g. the SR name); a
+            progress file with other values is not continued.
+        run_info (dict, optional): how the run was configured (the runner's ``run_info``), stored in the
+            checkpoint and not compared here (the runner checks it before the stage runs).
 
     Examples::
         >>> model = PixelSpaceSR(build_sr('srcnn_915'))
@@ -136,7 +139,8 @@ class SREngine(torchreid.engine.Engine):
 
     def __init__(self, datamanager, model: PixelSpaceSR, optimizer=None, scheduler=None,
                  use_gpu: bool = False, ratios: Sequence[float] = (0.5,), holdout: float = 0.1,
-                 batch_size: int = 32, workers: int = 0, checkpoint_info: Optional[dict] = None):
+                 batch_size: int = 32, workers: int = 0, checkpoint_info: Optional[dict] = None,
+                 run_info: Optional[dict] = None):
         super().__init__(datamanager, use_gpu)
         ratios = [float(m) for m in ratios]
         if not ratios or not all(0 < m <= 1 for m in ratios):
@@ -147,6 +151,7 @@ class SREngine(torchreid.engine.Engine):
         self.register_model("model", model, optimizer, scheduler)
         self.ratios = ratios
         self.checkpoint_info = dict(checkpoint_info or {})
+        self.run_info = dict(run_info or {})
         dataset = datamanager.train_loader.dataset
         train_paths, held_out = split_holdout(hr_train_paths(dataset), holdout)
         # the HR images are SR's targets: flips and crops, but never random_resolution
@@ -232,7 +237,7 @@ class SREngine(torchreid.engine.Engine):
         if not distributed.is_main_process():
             return path
         save_torch_file({"state_dict": self.model.state_dict(), "epoch": int(epoch),
-                         "psnr": float(psnr_sr), "stage": "sr", **self.checkpoint_info}, path)
+                         "psnr": float(psnr_sr), "stage": "sr", **self.checkpoint_info, **self.run_info}, path)
         return path
 
     def _save_progress(self, save_dir: str, history: list, seconds: list, best: float, best_epoch: int,
@@ -245,7 +250,7 @@ class SREngine(torchreid.engine.Engine):
                          "optimizer": self.optimizer.state_dict(), "best_state": best_state,
                          "best": float(best), "best_epoch": int(best_epoch), "stale": int(stale),
                          "history": history, "seconds": list(seconds), "rng": rng_state(self.train_loader),
-                         **self.checkpoint_info}, sr_progress_path(save_dir))
+                         **self.checkpoint_info, **self.run_info}, sr_progress_path(save_dir))
 
     def _load_progress(self, save_dir: str) -> Optional[dict]:
         """The state :meth:`_save_progress` left in ``save_dir``, restored into this engine; None when

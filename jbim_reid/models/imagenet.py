@@ -8,25 +8,27 @@ Sources are read from the installed torchreid (``torchreid.models.resnet.model_u
 MobileNetV2 with its keys mapped to torchreid's layout (:func:`mobilenetv2_from_torchvision`).
 
 Every file is checked before use (sha256 prefix where the file name publishes one, then loaded with
-``jbim_reid.utils.fileio.load_torch_file`` and matched key by key against the backbone); a cached file that
-fails is removed. A download that cannot happen raises :class:`WeightsUnavailableError`, naming the
-backbone, the URL, the cache path and ``model.pretrained_path``.
+``jbim_reid.utils.fileio.load_torch_file`` and matched key by key against the backbone under the loading
+rule of ``jbim_reid.models.weights``); a cached file that fails is removed. A download that cannot happen
+raises :class:`WeightsUnavailableError`, naming the backbone, the URL, the cache path and
+``model.pretrained_path``.
 """
 import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torchreid
 import torchvision
 from torch import nn
 
+from jbim_reid.models.weights import BY_DESIGN, check_weights_fit
 from jbim_reid.utils.download import DownloadError, download_file, hub_hash_prefix, sha256_file
 from jbim_reid.utils.fileio import CheckpointError, load_torch_file, strip_module_prefix
 
-__all__ = ["WeightSource", "WeightsUnavailableError", "URL_OVERRIDES", "TORCHREID_WEIGHTS",
+__all__ = ["WeightSource", "WeightsUnavailableError", "URL_OVERRIDES", "TORCHREID_WEIGHTS", "BACKBONE_OPTIONAL",
            "MOBILENETV2_URL", "weight_source", "imagenet_state_dict", "fetch_imagenet_weights",
            "backbone_state_dict", "init_state_dict", "check_backbone_state", "mobilenetv2_from_torchvision",
            "supported_backbones", "torch_home"]
@@ -48,8 +50,9 @@ MOBILENETV2_URL = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url
 # backbone -> URL used instead of torchreid's (a mirror; tests point it at a local server).
 URL_OVERRIDES: Dict[str, str] = {}
 
-# A backbone file must hold at least this share of the backbone's tensors (name and shape).
-MIN_KEY_MATCH = 0.9
+# Tensors of a torchreid backbone a weight file may lack by design (weights.BY_DESIGN, plus the re-id
+# head torchreid builds on the ImageNet network: the fc layers of e.g. resnet50_fc512).
+BACKBONE_OPTIONAL = BY_DESIGN + ("fc.*",)
 
 
 class WeightsUnavailableError(FileNotFoundError):
@@ -158,15 +161,15 @@ def imagenet_state_dict(backbone: str, module: Optional[nn.Module] = None,
     try:
         if source.sha256_prefix and not sha256_file(path).startswith(source.sha256_prefix):
             raise CheckpointError(f"its sha256 does not start with the published {source.sha256_prefix}")
-        return backbone_state_dict(path, backbone, module)
+        return backbone_state_dict(path, backbone, module, what=f"ImageNet weights of {backbone}")
     except CheckpointError as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         raise _unavailable(source, f"the cached file was corrupt and has been removed: {err}") from None
 
 
-def backbone_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Module] = None
-                        ) -> Dict[str, torch.Tensor]:
+def backbone_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Module] = None,
+                        what: str = "") -> Dict[str, torch.Tensor]:
     """Load a backbone weights file, map torchvision's MobileNetV2 layout, and check its keys.
 
     Args:
@@ -174,20 +177,23 @@ def backbone_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Mo
             are removed.
         backbone: torchreid model name the file is for.
         module: the backbone to check against; None builds ``backbone`` without weights.
+        what: the config key the file came from (default ``<backbone> weights``), for errors.
 
     Raises:
-        CheckpointError: unreadable file, or too few of the backbone's tensors found in it.
+        CheckpointError: unreadable or unsafe file, or it does not fill the backbone
+            (:func:`check_backbone_state`).
     """
-    loaded = load_torch_file(path, what=f"{backbone} weights")
+    what = what or f"{backbone} weights"
+    loaded = load_torch_file(path, what=what)
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{backbone} weights: '{path}' holds no state dict")
+        raise CheckpointError(f"{what}: '{path}' holds no state dict")
     state = strip_module_prefix(state)
     if backbone.startswith("mobilenetv2") and any(k.startswith("features.") for k in state):
         state = mobilenetv2_from_torchvision(state)
     if module is None:
         module = torchreid.models.build_model(backbone, num_classes=1, pretrained=False)
-    check_backbone_state(module, state, f"'{path}'")
+    check_backbone_state(module, state, what, str(path), backbone, loaded)
     return state
 
 
@@ -213,24 +219,25 @@ def init_state_dict(path: os.PathLike, backbone: str, module: Optional[nn.Module
     state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     if module is None:
         module = torchreid.models.build_model(backbone, num_classes=1, pretrained=False)
-    check_backbone_state(module, state, f"jbim.init_from '{path}'")
+    check_backbone_state(module, state, "jbim.init_from", str(path), backbone, loaded)
     return state
 
 
-def check_backbone_state(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError unless ``state`` holds ``MIN_KEY_MATCH`` of ``module``'s tensors.
+def check_backbone_state(module: nn.Module, state: Mapping[str, torch.Tensor], what: str, source: str,
+                         backbone: str = "", loaded: Any = None) -> None:
+    """Raise CheckpointError unless ``state`` fills every tensor of the backbone ``module`` but the
+    :data:`BACKBONE_OPTIONAL` ones (``weights.check_weights_fit``: the one loading rule).
 
-    BatchNorm's ``num_batches_tracked`` counters and the classifier are left out of the count.
+    Args:
+        module: the backbone.
+        state: the file's state dict (prefixes removed, layout mapped).
+        what: the config key the file came from.
+        source: the file.
+        backbone: torchreid name of ``module``, for the error.
+        loaded: the whole file as read, for the error's guess of what it holds.
     """
-    own = {k: v for k, v in module.state_dict().items()
-           if not k.endswith("num_batches_tracked") and not k.startswith("classifier.")}
-    matched = [k for k, v in own.items()
-               if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) == tuple(v.shape)]
-    if len(matched) < MIN_KEY_MATCH * len(own):
-        missing = [k for k in own if k not in matched][:3]
-        raise CheckpointError(f"{source} does not fit backbone {type(module).__name__}: "
-                              f"{len(matched)} of its {len(own)} tensors found by name and shape "
-                              f"(missing e.g. {missing})")
+    name = f"backbone {type(module).__name__}" + (f" ({backbone})" if backbone else "")
+    check_weights_fit(module, state, what, source, BACKBONE_OPTIONAL, name, loaded)
 
 
 _MOBILENETV2_STAGES = (("conv2", 1), ("conv3", 2), ("conv4", 3), ("conv5", 4), ("conv6", 3),

@@ -13,11 +13,11 @@ import torchreid
 from torch import nn
 
 from jbim_reid.models.fusion import FusionHead
-from jbim_reid.models.imagenet import backbone_state_dict, imagenet_state_dict, init_state_dict
+from jbim_reid.models.imagenet import BACKBONE_OPTIONAL, backbone_state_dict, imagenet_state_dict, init_state_dict
 from jbim_reid.models.pixel import IMAGENET_MEAN, IMAGENET_STD, PixelNorm
 from jbim_reid.models.sr import build_sr
-from jbim_reid.models.weights import load_pretrained_weights, load_sr_weights
-from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
+from jbim_reid.models.weights import load_checked_weights, load_sr_weights
+from jbim_reid.utils.fileio import load_torch_file
 
 __all__ = ["BNNeck", "ReidBranch", "JBIM", "VARIANTS", "load_jbim_checkpoint",
            "synthesize_lr"]
@@ -217,8 +217,10 @@ class JBIM(nn.Module):
                      lim_path: str = "", imagenet: bool = False, init_from: str = "") -> Dict[str, tuple]:
         """Load pretrained weights into the backbones and the SR module.
 
-        Backbone files are checked against the backbone (``backbone_state_dict``); each file (and
-        the ImageNet weights) is read once and loaded into every backbone that uses it.
+        Every file follows the one loading rule (``jbim_reid.models.weights.load_checked_weights``):
+        read safely, and refused with a ``CheckpointError`` naming its config key unless it fills the
+        module it is for. Each backbone file (and the ImageNet weights) is read once and loaded into
+        every backbone that uses it.
 
         Args:
             backbone_path (str): file for both backbones (ImageNet or re-id weights).
@@ -236,16 +238,23 @@ class JBIM(nn.Module):
         """
         backbone = self.jbim_kwargs["backbone"]
         report, states = {}, {}
-        for name, path in (("him", him_path or backbone_path), ("lim", lim_path or backbone_path)):
+        for name, own_path in (("him", him_path), ("lim", lim_path)):
             branch = getattr(self, name)
+            path = own_path or backbone_path
             if branch is None or not (path or imagenet):
                 continue
+            if path and path == init_from:  # the config key the file came from, for errors
+                key = "jbim.init_from"
+            elif path:
+                key = f"jbim.{name}_pretrained_path" if own_path else "model.pretrained_path"
+            else:
+                key = f"ImageNet weights of {backbone}"
             if path not in states:
-                states[path] = (init_state_dict(path, backbone, branch.backbone) if path and path == init_from
-                                else backbone_state_dict(path, backbone, branch.backbone) if path
+                states[path] = (init_state_dict(path, backbone, branch.backbone) if key == "jbim.init_from"
+                                else backbone_state_dict(path, backbone, branch.backbone, what=key) if path
                                 else imagenet_state_dict(backbone, branch.backbone))
-            report[name] = load_pretrained_weights(
-                branch.backbone, states[path], source=path or f"ImageNet weights of {backbone}")
+            report[name] = load_checked_weights(branch.backbone, states[path], key, optional=BACKBONE_OPTIONAL,
+                                                source=path or key, target=f"backbone {backbone}")
         if sr_path and self.sr is not None and self.sr.state_dict():  # bicubic has no weights to load
             report["sr"] = load_sr_weights(self.sr, sr_path)
         return report
@@ -416,21 +425,26 @@ class JBIM(nn.Module):
         raise ValueError(f"Unknown role '{role}'; expected 'probe' or 'gallery'")
 
 
-def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint") -> JBIM:
+def jbim_from_checkpoint(checkpoint: Mapping, source: str = "checkpoint", what: str = "checkpoint") -> JBIM:
     """Rebuild a JBIM model from an already loaded ``JBIMEngine.save_model`` checkpoint.
 
     Args:
         checkpoint (mapping): with ``state_dict`` and ``jbim_kwargs``.
         source (str): where it came from, for the error.
+        what (str): the config key or argument it came from (e.g. ``model.load_weights``).
 
     Returns:
         JBIM: the model with the checkpoint's weights, in eval mode.
+
+    Raises:
+        CheckpointError: the weights do not fill the model of its own ``jbim_kwargs`` (the loading rule
+            of ``jbim_reid.models.weights``).
     """
     if "jbim_kwargs" not in checkpoint:
         raise KeyError(f"'{source}' has no 'jbim_kwargs': not written by JBIMEngine.save_model")
     model = JBIM(**checkpoint["jbim_kwargs"])
-    state = strip_module_prefix(checkpoint["state_dict"])
-    model.load_state_dict(state)
+    load_checked_weights(model, checkpoint, what, source=source, target="the JBIM model of its jbim_kwargs",
+                         verbose=False)
     model.recipe = checkpoint.get("recipe")  # how it was trained (jbim.recipe), None for older files
     return model.eval()
 
@@ -445,4 +459,4 @@ def load_jbim_checkpoint(path: str, map_location: Optional[str] = None) -> JBIM:
     Returns:
         JBIM: the model with the checkpoint's weights, in eval mode.
     """
-    return jbim_from_checkpoint(load_torch_file(path, what="JBIM checkpoint"), source=path)
+    return jbim_from_checkpoint(load_torch_file(path, what="JBIM checkpoint"), source=path, what="JBIM checkpoint")

@@ -2,32 +2,38 @@
 
 ``load_config`` merges the defaults, a YAML file and ``KEY VALUE`` options, validates every value and
 records which keys were given (``jbim.recipe auto`` leaves those alone); the ``check_*`` functions
-stop a run in seconds (exit code 2 in the CLI) rather than after a stage has trained.
+stop a run in seconds (exit code 2 in the CLI) rather than after a stage has trained:
+``check_weight_files`` opens every weight file any stage of the command will load, before stage ``sr``.
 """
 import argparse
+import contextlib
+import io
 import os
 import os.path as osp
 import tempfile
 from typing import List, Optional
 
+import torch
+import torchreid
 import yaml
 from yacs.config import CfgNode as CN
 
 from jbim_reid.config import get_default_config
 from jbim_reid.engines import distributed
-from jbim_reid.models import SR_MODELS, VARIANTS, fetch_imagenet_weights
-from jbim_reid.models.imagenet import init_state_dict
+from jbim_reid.models import SR_MODELS, VARIANTS, build_sr, fetch_imagenet_weights, load_sr_weights
 from jbim_reid.training.recipe import RECIPES, set_explicit_keys
+from jbim_reid.training.runner import STAGE_VARIANTS, build_model
 from jbim_reid.utils import compat
+from jbim_reid.utils.errors import ConfigError
 
-__all__ = ["ConfigError", "STAGE_EPOCH_KEYS", "load_config", "merge_options", "add_config_arguments",
-           "check_training", "check_imagenet_weights", "check_init_from", "check_train_loader", "check_writable"]
+__all__ = ["ConfigError", "STAGE_EPOCH_KEYS", "WEIGHT_KEYS", "load_config", "merge_options", "add_config_arguments",
+           "check_training", "check_imagenet_weights", "check_weight_files", "check_train_loader", "check_writable"]
 
 STAGE_EPOCH_KEYS = ("him", "lim", "joint")  # stages whose epochs jbim.stage_epochs sets
-
-
-class ConfigError(ValueError):
-    """A bad config file, key or value; the CLI prints it and exits with code 2."""
+WEIGHT_KEYS = ("model.load_weights", "model.pretrained_path", "jbim.init_from", "jbim.sr_pretrained_path",
+               "jbim.him_pretrained_path", "jbim.lim_pretrained_path", "jbim.him_checkpoint",
+               "jbim.lim_checkpoint")  # config keys naming weight files that training stages load
+DIST_METRICS = ("euclidean", "cosine")  # test.dist_metric (torchreid's compute_distance_matrix)
 
 
 def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
@@ -166,16 +172,48 @@ def _validate(cfg: CN) -> None:
                           f"{list(distributed.BACKENDS)} or '' (nccl on GPU, gloo on CPU)")
     if cfg.train.dist_timeout <= 0:
         raise ConfigError(f"train.dist_timeout must be > 0 seconds, got {cfg.train.dist_timeout}")
+    _validate_optimisation(cfg)
     if cfg.jbim.stage == "all" and (cfg.jbim.him_checkpoint or cfg.jbim.lim_checkpoint):
         raise ConfigError("jbim.him_checkpoint / jbim.lim_checkpoint initialise a single "
                           "jbim.stage joint; with 'all' the stages train their own")
 
 
-def check_training(cfg: CN) -> None:
-    """Checks of ``train`` / ``train-anchors`` before any work: epochs to train, a writable save_dir."""
+def _validate_optimisation(cfg: CN) -> None:
+    """The keys torchreid reads only when a stage builds its optimizer, scheduler or distances."""
+    optims, schedulers = torchreid.optim.optimizer.AVAI_OPTIMS, torchreid.optim.lr_scheduler.AVAI_SCH
+    if cfg.train.optim not in optims:
+        raise ConfigError(f"Unknown train.optim '{cfg.train.optim}'; expected one of {list(optims)}")
+    if cfg.train.lr_scheduler not in schedulers:
+        raise ConfigError(f"Unknown train.lr_scheduler '{cfg.train.lr_scheduler}'; expected one of {list(schedulers)}")
+    if cfg.train.lr_scheduler != "cosine" and not cfg.train.stepsize:
+        raise ConfigError(f"train.stepsize is empty: train.lr_scheduler {cfg.train.lr_scheduler} decays the "
+                          "learning rate at those epochs, e.g. [20]")
+    if cfg.test.dist_metric not in DIST_METRICS:
+        raise ConfigError(f"Unknown test.dist_metric '{cfg.test.dist_metric}'; expected one of {list(DIST_METRICS)}")
+
+
+def check_training(cfg: CN, stage: Optional[str] = None) -> None:
+    """Checks of ``train`` / ``train-anchors`` before any work: epochs to train, a writable save_dir, and
+    ``train.open_layers`` in every stage of ``stage`` (default ``jbim.stage``) when ``train.fixbase_epoch``
+    trains only those."""
     if cfg.train.max_epoch <= 0:
         raise ConfigError(f"train.max_epoch must be >= 1 (epochs per stage), got {cfg.train.max_epoch}")
+    for name in _model_stages(cfg, stage or cfg.jbim.stage) if cfg.train.fixbase_epoch > 0 else ():
+        parts = VARIANTS[STAGE_VARIANTS.get(name, cfg.jbim.variant)]
+        if not set(cfg.train.open_layers) & set(parts):
+            raise ConfigError(f"train.fixbase_epoch {cfg.train.fixbase_epoch} needs train.open_layers that "
+                              f"stage {name} has ({list(parts)}); {list(cfg.train.open_layers)} are not in its "
+                              "model")
     check_writable(cfg.data.save_dir, "data.save_dir")
+
+
+def _model_stages(cfg: CN, stage: str) -> List[str]:
+    """The stages of ``stage`` that train a JBIM model: ``all`` runs him / lim of the variant, joint
+    when it has both (stage ``sr`` trains the SR module alone)."""
+    if stage != "all":
+        return [] if stage == "sr" else [stage]
+    own = [part for part in ("him", "lim") if part in VARIANTS[cfg.jbim.variant]]
+    return own + (["joint"] if len(own) == 2 else [])
 
 
 def check_imagenet_weights(cfg: CN) -> None:
@@ -186,11 +224,31 @@ def check_imagenet_weights(cfg: CN) -> None:
         fetch_imagenet_weights(cfg.model.name)
 
 
-def check_init_from(cfg: CN) -> None:
-    """Read ``jbim.init_from`` before any stage runs: unsafe, unreadable, JBIM or other-backbone files stop
-    the command at once (CheckpointError naming the file and what it holds)."""
-    if cfg.jbim.init_from:
-        init_state_dict(cfg.jbim.init_from, cfg.model.name)
+def check_weight_files(cfg: CN, stage: Optional[str] = None) -> None:
+    """Open every weight file that the stages of ``stage`` (default ``jbim.stage``; ``all`` runs sr, him,
+    lim and joint) will load, before any of them runs.
+
+    Each file named by a key of :data:`WEIGHT_KEYS` that a stage uses is read with the safe loader and
+    must fit the part of the model it initialises, under the one loading rule of ``models.weights``: the
+    model a stage builds is built here as a shell (its variant; the full variant covers every stage of
+    ``all``), without ImageNet weights, so nothing is downloaded and the random state is left as it was.
+
+    Raises:
+        CheckpointError: a file is missing, unsafe, damaged or does not fit (naming the file, its key,
+            how many tensors fit and what it holds).
+    """
+    stage = stage or cfg.jbim.stage
+    keys = ("jbim.sr_pretrained_path",) if stage == "sr" else WEIGHT_KEYS  # stage sr loads only that one
+    named = [key for key in keys if cfg[key.split(".")[0]][key.split(".")[1]]]
+    if not named:
+        return
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
+        if stage != "sr":
+            build_model(cfg, 1, STAGE_VARIANTS.get(stage), cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint,
+                        imagenet=False)
+        elif build_sr(cfg.jbim.sr).state_dict():  # bicubic has no weights to load
+            load_sr_weights(build_sr(cfg.jbim.sr), cfg.jbim.sr_pretrained_path)
+    print(f"=> weight files checked: {', '.join(named)}")
 
 
 def check_train_loader(cfg: CN, datamanager) -> None:

@@ -20,6 +20,8 @@ import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
 
+from jbim_reid.training.fingerprint import FINGERPRINT_ENTRY, config_fingerprint
+
 __all__ = ["RECIPES", "RECIPE_KEYS", "PAPER_RECIPE", "measure_training_data", "choose_recipe",
            "resolve_recipe", "recipe_record", "explicit_keys", "set_explicit_keys", "describe", "run_info"]
 
@@ -143,8 +145,9 @@ def resolve_recipe(cfg: CN, dataset=None, keys: Sequence[str] = RECIPE_KEYS) -> 
 
 def run_info(cfg: CN) -> dict:
     """How a model was trained beyond its architecture, for its checkpoints and ``results.json``:
-    the resolved recipe and ``jbim.init_from``."""
-    info = {"init_from": cfg.jbim.init_from}
+    the resolved recipe, ``jbim.init_from`` and the config it was trained with
+    (``training.fingerprint.config_fingerprint``, which binds a save dir's stages to their config)."""
+    info = {"init_from": cfg.jbim.init_from, FINGERPRINT_ENTRY: config_fingerprint(cfg)}
     if recipe_record(cfg) is not None:
         info["recipe"] = recipe_record(cfg)
     return info

@@ -19,12 +19,13 @@ from jbim_reid.config import (engine_kwargs, engine_run_kwargs, folder_kwargs, i
 from jbim_reid.engines import JBIMEngine, checkpoint_path, distributed, sr_checkpoint_path
 from jbim_reid.evaluation.plots import plot_cmc
 from jbim_reid.evaluation.reports import rank_results, write_json
-from jbim_reid.models import JBIM, jbim_from_checkpoint, load_pretrained_weights
+from jbim_reid.models import JBIM, jbim_from_checkpoint
+from jbim_reid.models.weights import fit_keys, load_checked_weights
 from jbim_reid.training import resume
-from jbim_reid.training.checks import ConfigError
+from jbim_reid.training.fingerprint import config_fingerprint
 from jbim_reid.training.recipe import RECIPE_KEYS, describe, recipe_record, resolve_recipe, run_info
 from jbim_reid.training.sr_stage import run_sr_stage
-from jbim_reid.utils.errors import DataError
+from jbim_reid.utils.errors import ConfigError, DataError
 from jbim_reid.utils.fileio import load_torch_file, strip_module_prefix
 
 __all__ = ["STAGE_VARIANTS", "build_datamanager", "build_model", "read_load_weights", "model_from_weights",
@@ -89,6 +90,10 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
             module (before ``him_checkpoint``, which overrides it).
         weights (mapping, optional): the content of ``model.load_weights`` when already read.
 
+    Every file follows the one loading rule (``jbim_reid.models.weights.load_checked_weights``): it must
+    fill the part it initialises (classifiers and BatchNorm counters aside), else ``CheckpointError``
+    names the file, its config key and what it holds.
+
     Returns:
         JBIM: the model (the FFN, when present, stays freshly initialised).
     """
@@ -100,15 +105,24 @@ def build_model(cfg: CN, num_classes: int, variant: Optional[str] = None,
     if not cfg.model.pretrained and not kwargs["backbone_pretrained_path"] and not from_checkpoint:
         print("=> model.pretrained False: the backbones start from random weights")
     model = JBIM(num_classes, **kwargs)
-    stage_parts = ((sr_checkpoint, ("sr",)), (him_checkpoint, ("sr", "him")), (lim_checkpoint, ("lim",)))
-    for path, parts in stage_parts:
-        for part in parts:
-            if path and getattr(model, part) is not None:
-                load_pretrained_weights(getattr(model, part), path, prefix=f"{part}.")
+    stage_parts = (("stage sr's checkpoint", sr_checkpoint, ("sr",)),
+                   (_key(cfg, "him_checkpoint", him_checkpoint), him_checkpoint, ("sr", "him")),
+                   (_key(cfg, "lim_checkpoint", lim_checkpoint), lim_checkpoint, ("lim",)))
+    for key, path, parts in stage_parts:
+        parts = [p for p in parts if getattr(model, p) is not None and getattr(model, p).state_dict()]
+        if path and parts:  # read once for all its parts (bicubic SR has no weights)
+            loaded = load_torch_file(path, what=key)
+            for part in parts:
+                load_checked_weights(getattr(model, part), loaded, key, prefix=f"{part}.", source=path)
     if cfg.model.load_weights:
-        load_pretrained_weights(model, cfg.model.load_weights if weights is None else weights,
-                                source=cfg.model.load_weights)
+        load_checked_weights(model, cfg.model.load_weights if weights is None else weights, "model.load_weights",
+                             source=cfg.model.load_weights)
     return model
+
+
+def _key(cfg: CN, key: str, path: str) -> str:
+    """``jbim.<key>`` when ``path`` is that key's file, else the stage checkpoint it is (stage ``all``)."""
+    return f"jbim.{key}" if path == cfg.jbim[key] else f"stage {key.split('_')[0]}'s checkpoint"
 
 
 def read_load_weights(cfg: CN, command: str) -> dict:
@@ -140,16 +154,16 @@ def model_from_weights(cfg: CN, checkpoint: Mapping, num_classes: int,
     training identities are unknown).
 
     Raises:
-        ConfigError: the state dict does not fill the config's model.
+        CheckpointError: the file does not fit the model (the loading rule of ``models.weights``).
+        ConfigError: the state dict lacks classifiers that ``ignore`` does not name.
     """
     path = cfg.model.load_weights
     if "jbim_kwargs" in checkpoint:
-        return jbim_from_checkpoint(checkpoint, source=path)
+        return jbim_from_checkpoint(checkpoint, source=path, what="model.load_weights")
     model = build_model(cfg, num_classes, weights=checkpoint)
-    state = checkpoint.get("state_dict", checkpoint)
-    state = strip_module_prefix(state)
-    missing = sorted(k for k, v in model.state_dict().items() if not any(part in k for part in ignore)
-                     and getattr(state.get(k), "shape", None) != v.shape)
+    state = strip_module_prefix(checkpoint.get("state_dict", checkpoint))
+    # beyond the loading rule, every classifier must come from the file too, unless ``ignore`` names it
+    _, missing = fit_keys(model, state, optional=tuple(f"*{part}*" for part in ignore))
     if missing:
         raise ConfigError(f"model.load_weights '{path}' does not fit the config's model: "
                           f"{len(missing)} keys not loaded, e.g. {missing[:3]}")
@@ -272,7 +286,9 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
     """Run one stage through :func:`run_stage` unless it is finished; returns its final checkpoint.
 
     ``run_stage`` continues an unfinished stage from its newest usable checkpoint. With
-    ``model.resume`` set the stage always runs, from that checkpoint.
+    ``model.resume`` set the stage always runs, from that checkpoint. A finished or unfinished stage
+    trained with another config (its recorded ``config_fingerprint``) stops the command with a
+    ``ConfigError`` naming each key that differs.
 
     Args:
         cfg (CfgNode): config.
@@ -290,9 +306,13 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
     """
     checkpoint = (sr_checkpoint_path(stage_dir) if stage == "sr"
                   else resume.stage_checkpoint(cfg, stage_dir, trains))
-    if not cfg.model.resume and resume.stage_finished(checkpoint, osp.join(stage_dir, "results.json")):
+    fingerprint = config_fingerprint(cfg)
+    if not cfg.model.resume and resume.stage_finished(checkpoint, osp.join(stage_dir, "results.json"),
+                                                      fingerprint):
         log(f"stage {stage}: '{checkpoint}' exists, skipped")
         return checkpoint
+    if stage == "sr":  # an unfinished stage sr continues from its progress file
+        resume.check_sr_progress(stage_dir, fingerprint)
     log(f"stage {stage} -> {stage_dir}")
     _, checkpoint = run_stage(cfg, get_datamanager(), stage, stage_dir, variant, him_checkpoint, lim_checkpoint,
                               train_epochs=trains, continue_run=True, sr_checkpoint=sr_checkpoint)

@@ -62,14 +62,16 @@ def run_sr_stage(cfg: CN, datamanager, save_dir: str) -> Tuple[SREngine, str]:
                       workers=cfg.data.workers,
                       checkpoint_info={"sr": cfg.jbim.sr, "ratios": ratios,
                                        "norm_mean": list(cfg.data.norm_mean),
-                                       "norm_std": list(cfg.data.norm_std), **run_info(cfg)})
+                                       "norm_std": list(cfg.data.norm_std)},
+                      run_info=run_info(cfg))
     if optimizer is None:
         print(f"=> jbim.sr '{cfg.jbim.sr}' has no parameters: stage sr only evaluates it")
     results = engine.run(save_dir=save_dir, max_epoch=cfg.jbim.sr_max_epoch, patience=cfg.jbim.sr_patience,
                          print_freq=cfg.train.print_freq)
     if distributed.is_main_process():
         path = osp.join(save_dir, "results.json")
-        write_json({"stage": "sr", "sr": cfg.jbim.sr, **results, "config": yaml.safe_load(cfg.dump())}, path)
+        write_json({"stage": "sr", "sr": cfg.jbim.sr, **results, **run_info(cfg), "config": yaml.safe_load(cfg.dump())},
+                   path)
         print(f"=> Results written to '{path}'")
     distributed.barrier()  # the other ranks go on to stage him, which reads rank 0's checkpoint
     return engine, results["checkpoint"]
