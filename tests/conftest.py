@@ -18,3 +18,12 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"JBIM_DATA_ROOT={value} is not a directory")
     return root
+
+
+@pytest.fixture(scope="module")
+def caviar_root(tmp_path_factory) -> Path:
+    """A synthetic CAVIAR tree (8 two-camera ids, 1 one-camera id) for end-to-end CLI runs; a test module
+    may define its own ``caviar_root`` of another shape."""
+    from synthetic import make_caviar
+
+    return make_caviar(tmp_path_factory.mktemp("data"), num_two_cam=8, num_one_cam=1)

@@ -6,21 +6,13 @@ import pytest
 import torch
 import torchreid
 from PIL import Image
-from synthetic import make_caviar
+from synthetic import CPU_CONFIG, TINY_OPTIONS
 
 import jbim_reid
 from jbim_reid.cli import COMMANDS, main
 from jbim_reid.datasets import protocol_overrides
 
-CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
-TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
-        "sampler.num_instances", "2", "data.workers", "0", "train.print_freq", "100",
-        "test.batch_size", "16", "jbim.sr_max_epoch", "1"]
-
-
-@pytest.fixture(scope="module")
-def caviar_root(tmp_path_factory):
-    return make_caviar(tmp_path_factory.mktemp("data"), num_two_cam=8, num_one_cam=1)
+TINY = TINY_OPTIONS
 
 
 @pytest.fixture(scope="module")

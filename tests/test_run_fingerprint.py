@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from synthetic import make_caviar
+from synthetic import CPU_CONFIG, TINY_OPTIONS
 
 from jbim_reid.cli import main
 from jbim_reid.training.checks import ConfigError, load_config
@@ -14,16 +14,8 @@ from jbim_reid.training.fingerprint import FINGERPRINT_ENTRY, OPERATIONAL_KEYS, 
 from jbim_reid.training.resume import check_same_config
 from jbim_reid.utils.fileio import load_torch_file
 
-CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
-TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
-        "sampler.num_instances", "2", "data.workers", "0", "train.print_freq", "100",
-        "test.batch_size", "16", "jbim.sr_max_epoch", "1"]
+TINY = TINY_OPTIONS
 STAGES = ("sr", "him", "lim", "joint")
-
-
-@pytest.fixture(scope="module")
-def caviar_root(tmp_path_factory):
-    return make_caviar(tmp_path_factory.mktemp("data"), num_two_cam=8, num_one_cam=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """JBIM from a torchreid model: a checkpoint written by torchreid's own engine loads (numpy ``rank1``),
 ``jbim.init_from`` initialises both backbones, and ``jbim.stage_epochs`` 0 carries that through."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torchreid
-from synthetic import make_caviar
+from synthetic import CPU_CONFIG, TINY_OPTIONS
 
 import jbim_reid  # noqa: F401  (registers the datasets)
 from jbim_reid.cli import main
@@ -15,15 +14,7 @@ from jbim_reid.training.checks import load_config
 from jbim_reid.training.runner import stage_config
 from jbim_reid.utils.fileio import load_torch_file
 
-CPU_CONFIG = str(Path(__file__).parent.parent / "configs" / "caviar" / "jbim_osnet_x0_25_cpu.yaml")
-TINY = ["data.height", "32", "data.width", "16", "train.max_epoch", "1", "train.batch_size", "8",
-        "sampler.num_instances", "2", "data.workers", "0", "train.print_freq", "100",
-        "test.batch_size", "16", "jbim.sr_max_epoch", "1"]
-
-
-@pytest.fixture(scope="module")
-def caviar_root(tmp_path_factory):
-    return make_caviar(tmp_path_factory.mktemp("data"), num_two_cam=8, num_one_cam=1)
+TINY = TINY_OPTIONS
 
 
 @pytest.fixture(scope="module")
