@@ -35,9 +35,9 @@ from jbim_reid.commands.recipe import RECIPE_COMMANDS
 from jbim_reid.commands.train import TRAIN_COMMANDS
 from jbim_reid.commands.weights import WEIGHTS_COMMAND
 from jbim_reid.engines import distributed
-from jbim_reid.training.checks import ConfigError, add_config_arguments, load_config
+from jbim_reid.training.checks import add_config_arguments, load_config
 from jbim_reid.training.runner import wants_gpu
-from jbim_reid.utils.errors import DataError
+from jbim_reid.utils.errors import ConfigError, DataError
 from jbim_reid.utils.fileio import CheckpointError
 from jbim_reid.utils.locks import FolderInUseError
 

@@ -26,11 +26,13 @@ import numpy as np
 import yaml
 from yacs.config import CfgNode as CN
 
-from jbim_reid.commands.save_dir import add_training_arguments, claims_save_dir, clear_earlier_run, training_command
+from jbim_reid.commands.save_dir import (add_training_arguments, claims_save_dir, clear_earlier_run,
+                                         training_command)
 from jbim_reid.config.defaults import add_ensemble_config
 from jbim_reid.evaluation.ensemble import ratio_label
 from jbim_reid.training import checks, resume, runner
 from jbim_reid.training.fingerprint import config_fingerprint
+from jbim_reid.utils.errors import ConfigError
 
 __all__ = ["ENSEMBLE_COMMANDS", "WEIGHTINGS", "SUBSET_MODES", "add_ensemble_config", "anchor_label",
            "anchor_dir", "anchor_checkpoint", "shared_lim_dir", "resolve_splits", "train_anchors",
@@ -59,32 +61,32 @@ def _anchors(cfg: CN) -> Dict[str, float]:
     """``ensemble.anchors`` checked: label -> ratio, in the config's order."""
     ratios = list(cfg.ensemble.anchors)
     if not ratios:
-        raise checks.ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
+        raise ConfigError("ensemble.anchors is empty: expected a list of ratios, e.g. [0.5, 0.25]")
     out = {}
     for ratio in ratios:
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise checks.ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
+            raise ConfigError(f"ensemble.anchors holds {ratio!r}; expected numbers in (0, 1], "
                                      "e.g. [0.5, 0.3333, 0.25]")
         label = anchor_label(ratio)
         if label in out:
-            raise checks.ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
+            raise ConfigError(f"ensemble.anchors {ratios} holds {label} twice: anchors must differ")
         out[label] = float(ratio)
     return out
 
 
 def _schemes(cfg: CN) -> Tuple[str, ...]:
     if cfg.ensemble.weighting not in WEIGHTINGS:
-        raise checks.ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
+        raise ConfigError(f"Unknown ensemble.weighting '{cfg.ensemble.weighting}'; expected one of "
                                  f"{list(WEIGHTINGS)}")
     if not cfg.ensemble.sigma > 0:
-        raise checks.ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
+        raise ConfigError(f"ensemble.sigma must be > 0, got {cfg.ensemble.sigma}")
     return WEIGHTINGS[cfg.ensemble.weighting]
 
 
 def _target(cfg: CN) -> str:
     targets = list(cfg.data.targets)
     if len(targets) != 1:
-        raise checks.ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
+        raise ConfigError(f"jbim-reid ensemble evaluates one target dataset; data.targets is {targets}")
     return targets[0]
 
 
@@ -109,9 +111,9 @@ def resolve_splits(cfg: CN) -> List[int]:
         if isinstance(split, bool) or not isinstance(split, int) or split < 0 \
                 or (num_splits and split >= num_splits):
             valid = f"0..{num_splits - 1}" if num_splits else "integers >= 0"
-            raise checks.ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
+            raise ConfigError(f"ensemble.splits holds {split!r}; expected split ids in {valid}")
     if len(set(splits)) != len(splits):
-        raise checks.ConfigError(f"ensemble.splits {splits} repeats a split id")
+        raise ConfigError(f"ensemble.splits {splits} repeats a split id")
     return splits
 
 
@@ -222,10 +224,10 @@ def train_anchors(cfg: CN, force_new: bool = False) -> int:
     """
     cfg = _with_ensemble(cfg)
     if cfg.model.resume:
-        raise checks.ConfigError("model.resume is not supported by train-anchors (finished stages and "
+        raise ConfigError("model.resume is not supported by train-anchors (finished stages and "
                                  "anchors are skipped instead); leave it empty")
     if cfg.test.evaluate:
-        raise checks.ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
+        raise ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
                                  "`jbim-reid ensemble` instead")
     anchors = _anchors(cfg)
     splits = resolve_splits(cfg)
@@ -416,7 +418,7 @@ def run_ensemble(cfg: CN) -> int:
     anchors = _anchors(cfg)
     schemes = _schemes(cfg)
     if cfg.ensemble.subsets not in SUBSET_MODES:
-        raise checks.ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
+        raise ConfigError(f"Unknown ensemble.subsets '{cfg.ensemble.subsets}'; expected one of "
                                  f"{list(SUBSET_MODES)}")
     target = _target(cfg)
     splits = resolve_splits(cfg)

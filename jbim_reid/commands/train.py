@@ -14,19 +14,21 @@ from typing import Dict
 import torchreid
 from yacs.config import CfgNode as CN
 
-from jbim_reid.commands.save_dir import add_training_arguments, claims_save_dir, clear_earlier_run, training_command
+from jbim_reid.commands.save_dir import (add_training_arguments, claims_save_dir, clear_earlier_run,
+                                         training_command)
 from jbim_reid.config import engine_kwargs, engine_run_kwargs, optimizer_kwargs
 from jbim_reid.engines import JBIMEngine, distributed
 from jbim_reid.evaluation.complexity import complexity_table, model_complexity
 from jbim_reid.evaluation.reports import write_json
 from jbim_reid.models import VARIANTS
 from jbim_reid.training import resume
-from jbim_reid.training.checks import (ConfigError, check_imagenet_weights, check_train_loader, check_training,
+from jbim_reid.training.checks import (check_imagenet_weights, check_train_loader, check_training,
                                        check_weight_files)
 from jbim_reid.training.fingerprint import FINGERPRINT_ENTRY
 from jbim_reid.training.runner import (STAGE_VARIANTS, build_datamanager, build_model, load_test_model,
                                        read_load_weights, resolve_and_log_recipe, run_or_skip, stage_config,
                                        stage_trains, wants_gpu, write_results)
+from jbim_reid.utils.errors import ConfigError
 
 __all__ = ["TRAIN_COMMANDS", "train", "test", "complexity"]
 
