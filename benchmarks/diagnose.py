@@ -97,9 +97,14 @@ def evaluate(datamanager, model) -> Dict[str, float]:
 
 
 def diagnose(save_dir: str, data_root: str, dataset: str, splits: Sequence[int], height: int = 128,
-             width: int = 64, tag: str = "") -> Dict[str, Dict[str, dict]]:
-    """``{row: {split: metrics}}`` for each stage and each of its :data:`ABLATIONS`."""
+             width: int = 64, tag: str = "", prefixes: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, dict]]:
+    """``{row: {split: metrics}}`` for each stage and each of its :data:`ABLATIONS`.
+
+    ``prefixes`` (stage -> folder prefix) replaces the tag's prefix of the stages it names, e.g.
+    ``{"jbim": "joint_warm_m1-2_w27_h0_l0_e"}`` for one rung of ``jbim_warm``'s stage-1 search.
+    """
     rows: Dict[str, Dict[str, dict]] = {}
+    chosen = {**stage_prefixes(tag), **(prefixes or {})}
     for split in splits:
         split_dir = os.path.join(save_dir, dataset, f"split_{split}")
         cfg = load_config("", ["data.root", data_root, "data.sources", f"['{dataset}']", "data.targets",
@@ -107,7 +112,7 @@ def diagnose(save_dir: str, data_root: str, dataset: str, splits: Sequence[int],
                                "data.height", str(height), "data.width", str(width), "use_gpu", "False",
                                "model.pretrained", "False", "sampler.train_sampler", "RandomSampler"])
         datamanager = build_datamanager(cfg)
-        for stage, prefix in stage_prefixes(tag).items():
+        for stage, prefix in chosen.items():
             path = newest_checkpoint(split_dir, prefix)
             if path is None:
                 print(f"split {split}: no {prefix}* checkpoint in '{split_dir}', skipped", file=sys.stderr)
@@ -132,10 +137,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--tag", default="", help="the stage folders' variant tag, e.g. xsra for "
                         "jbim_xstream_resaug (default: the paper's recipe, jbim)")
+    for stage in STAGE_PREFIXES:
+        parser.add_argument(f"--{stage}-stage", default="", help=f"folder prefix of the {stage} stage "
+                            "(overrides --tag's), e.g. him_warm_m1-2_w27_e0 / joint_warm_m1-2_w27_h0_l0_e12 "
+                            "for jbim_warm")
     parser.add_argument("--out", default="", help="JSON file for the per-split metrics and summaries")
     args = parser.parse_args(argv)
     splits = [int(s) for s in args.splits.split(",") if s.strip()]
-    rows = diagnose(args.save_dir, args.data_root, args.dataset, splits, args.height, args.width, args.tag)
+    prefixes = {stage: getattr(args, f"{stage}_stage") for stage in STAGE_PREFIXES if getattr(args, f"{stage}_stage")}
+    rows = diagnose(args.save_dir, args.data_root, args.dataset, splits, args.height, args.width, args.tag,
+                    prefixes)
+    if not rows:
+        print(f"diagnose.py: no checkpoint of the stages {sorted({**stage_prefixes(args.tag), **prefixes}.values())}"
+              f" under '{args.save_dir}/{args.dataset}/split_<id>' for splits {splits}", file=sys.stderr)
+        return 2
     summaries = {row: summarize_splits(list(per_split.values())) for row, per_split in rows.items()}
     print(markdown_table(summaries))
     if args.out:
@@ -143,7 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.argv[1:] if argv is None else argv)])
         write_json({"benchmark": "diagnose", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": command, "code_version": code_version(), "machine": machine_info("cpu"),
-                    "save_dir": args.save_dir, "dataset": args.dataset, "tag": args.tag, "splits": splits,
+                    "save_dir": args.save_dir, "dataset": args.dataset, "tag": args.tag,
+                    "stage_prefixes": {**stage_prefixes(args.tag), **prefixes}, "splits": splits,
                     "rows": rows, "summary": summaries}, args.out)
     return 0
 

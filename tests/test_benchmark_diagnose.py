@@ -74,3 +74,23 @@ def test_joint_checkpoint_gets_every_row(diagnose, tmp_path):
     assert diagnose.diagnose(str(tmp_path / "run"), str(root), "caviar", [0], height=32, width=16,
                              tag="xsra") == {}
     assert diagnose.stage_prefixes("xsra") == {"him": "him_m1-2_xsra_e", "jbim": "joint_m1-2_xsra_h"}
+
+
+@pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
+def test_stage_prefixes_address_one_rung_of_a_search(diagnose, tmp_path):
+    root = make_caviar(tmp_path / "data", num_two_cam=8, num_one_cam=0)
+    split_dir = tmp_path / "run" / "caviar" / "split_0"
+    torch.manual_seed(0)
+    model = JBIM(4, backbone="osnet_x0_25", variant="jbim", height=32, width=16)
+    save_torch_file({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": 2},
+                    checkpoint_path(str(split_dir / "joint_warm_m1-2_w27_h6_l6_e2"), 2))
+    args = ["--save-dir", str(tmp_path / "run"), "--data-root", str(root), "--splits", "0", "--height", "32",
+            "--width", "16"]
+    out = tmp_path / "diagnosis.json"
+    # the other rung is not taken for this one: nothing found is an error, and nothing is written
+    assert diagnose.main(args + ["--jbim-stage", "joint_warm_m1-2_w27_h0_l0_e", "--out", str(out)]) == 2
+    assert not out.exists()
+    assert diagnose.main(args + ["--jbim-stage", "joint_warm_m1-2_w27_h6_l6_e", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {diagnose.row_label("jbim", a) for a in diagnose.ABLATIONS["jbim"]}
+    assert report["stage_prefixes"]["jbim"] == "joint_warm_m1-2_w27_h6_l6_e"
