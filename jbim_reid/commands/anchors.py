@@ -226,6 +226,9 @@ def train_anchors(cfg: CN, force_new: bool = False) -> int:
     if cfg.model.resume:
         raise ConfigError("model.resume is not supported by train-anchors (finished stages and "
                                  "anchors are skipped instead); leave it empty")
+    if cfg.jbim.stage_epochs.get("plain", 0):
+        raise ConfigError("jbim.stage_epochs.plain: train-anchors has no stage plain; train the plain model "
+                          "once (jbim-reid train ... jbim.stage plain) and give its checkpoint as jbim.init_from")
     if cfg.test.evaluate:
         raise ConfigError("test.evaluate is True: train-anchors trains; evaluate the anchors with "
                                  "`jbim-reid ensemble` instead")

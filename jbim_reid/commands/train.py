@@ -1,8 +1,9 @@
 """``jbim-reid train``, ``test`` and ``complexity``: the staged recipe from a config, and its test.
 
-``train`` runs one stage or ``all`` (sr, him, lim, joint in sub-folders of ``data.save_dir``); finished
-stages are skipped and an unfinished one continues from its last checkpoint
-(``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a killed run. Both
+``train`` runs one stage or ``all`` (plain when ``jbim.stage_epochs.plain`` > 0, then sr, him, lim, joint in
+sub-folders of ``data.save_dir``); finished stages are skipped and an unfinished one continues from its
+last checkpoint (``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a
+killed run. Both
 need the config the stages were trained with (another one stops the command, exit code 2); ``--force-new``
 deletes the earlier stages and trains again. Every weight file is checked before stage ``sr``
 (``training.checks.check_weight_files``).
@@ -25,6 +26,7 @@ from jbim_reid.training import resume
 from jbim_reid.training.checks import (check_imagenet_weights, check_train_loader, check_training,
                                        check_weight_files)
 from jbim_reid.training.fingerprint import FINGERPRINT_ENTRY
+from jbim_reid.training.plain_stage import PLAIN_STAGE, init_from_plain, plain_config, plain_epochs
 from jbim_reid.training.runner import (STAGE_VARIANTS, build_datamanager, build_model, load_test_model,
                                        read_load_weights, resolve_and_log_recipe, run_or_skip, stage_config,
                                        stage_trains, wants_gpu, write_results)
@@ -63,6 +65,10 @@ def train(cfg: CN, force_new: bool = False) -> int:
     cfg = resolve_and_log_recipe(cfg, datamanager)
     if force_new:
         clear_earlier_run(save_dir)
+    if plain_epochs(cfg) > 0:  # a warm start from a torchreid model trained first
+        cfg = _warm_start(cfg, stage)
+        if stage == "plain":
+            return 0
     if stage != "all":
         run_or_skip(stage_config(cfg, stage), lambda: datamanager, stage, save_dir,
                     STAGE_VARIANTS.get(stage, variant), cfg.jbim.him_checkpoint, cfg.jbim.lim_checkpoint,
@@ -91,6 +97,23 @@ def train(cfg: CN, force_new: bool = False) -> int:
         resume.promote_results(osp.join(save_dir, "stage_joint"), save_dir,
                                {"stage": "all", "variant": variant})
     return 0
+
+
+def _warm_start(cfg: CN, stage: str) -> CN:
+    """Run (or skip) stage ``plain`` for ``jbim.stage`` all or plain; for the later stages, ``cfg`` with
+    its final checkpoint as ``jbim.init_from`` (a single him / lim stage needs it finished)."""
+    stage_dir = osp.join(cfg.data.save_dir, PLAIN_STAGE)
+    plain_cfg = plain_config(stage_config(cfg, "plain"))
+    if stage in ("all", "plain"):
+        print("##### Stage plain #####")
+        checkpoint = run_or_skip(plain_cfg, lambda: build_datamanager(plain_cfg), "plain", stage_dir)
+    else:
+        checkpoint = resume.stage_checkpoint(plain_cfg, stage_dir)
+        if stage in ("him", "lim") and not osp.isfile(checkpoint):
+            raise ConfigError(f"jbim.stage {stage} starts from stage plain (jbim.stage_epochs.plain "
+                              f"{plain_epochs(cfg)}), whose final checkpoint '{checkpoint}' does not exist: run "
+                              "jbim.stage plain (or all) first")
+    return init_from_plain(cfg, checkpoint)
 
 
 @claims_save_dir

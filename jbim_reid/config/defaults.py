@@ -238,6 +238,8 @@ def get_default_config() -> CN:
     # Epochs per stage of jbim.stage all, e.g. {him: 6, lim: 6, joint: 12} (on the command line
     # "{'him': 0, 'joint': 12}"); a stage not named trains train.max_epoch; 0 skips it and carries its
     # initialisation through. Each stage's lr steps (train.stepsize) scale with its own epochs.
+    # plain: N > 0 first trains the torchreid model (stage plain: ImageTripletEngine, random_resolution
+    # added) whose checkpoint becomes jbim.init_from; absent or 0: no stage plain.
     cfg.jbim.stage_epochs = CN(new_allowed=True)
     # SR module, run on [0, 1] RGB (de-normalised by data.norm_mean/std): srcnn (9-5-5, predicts a
     # residual), srcnn_915 (9-1-5, cheaper, residual), srcnn_paper / srcnn_915_paper (the paper's

@@ -85,7 +85,7 @@ class CheckpointMixin:
         """Checkpoint after epoch ``epoch`` (0-based) at ``checkpoint_path(save_dir, epoch + 1)``.
 
         torchreid's checkpoint dict (``state_dict``, ``epoch``, ``rank1``, ``optimizer``,
-        ``scheduler``) plus ``jbim_kwargs`` (so ``load_jbim_checkpoint`` rebuilds the model),
+        ``scheduler``) plus ``jbim_kwargs`` of a JBIM model (so ``load_jbim_checkpoint`` rebuilds it),
         ``stage`` and ``rng`` (:func:`rng_state`), written with ``jbim_reid.utils.fileio.save_torch_file``
         (temporary file, fsync, rename: never a truncated file under the final name; torchreid's
         ``save_checkpoint`` writes in place). Older checkpoints beyond ``keep_checkpoints`` are then
@@ -101,7 +101,9 @@ class CheckpointMixin:
             "rank1": None if rank1 is None else float(rank1),
             "optimizer": self._optims["model"].state_dict(),
             "scheduler": self._scheds["model"].state_dict(),
-            "jbim_kwargs": dict(getattr(model, "jbim_kwargs", {})),
+            # a JBIM model's constructor arguments; a torchreid model (stage plain) has none, so that its
+            # checkpoint stays a torchreid checkpoint for jbim.init_from
+            **({"jbim_kwargs": dict(model.jbim_kwargs)} if hasattr(model, "jbim_kwargs") else {}),
             "stage": self.stage,
             "rng": rng_state(self.train_loader),
             **getattr(self, "run_info", {}),  # the recipe and jbim.init_from it was trained with

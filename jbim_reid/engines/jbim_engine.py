@@ -328,10 +328,10 @@ class JBIMEngine(CheckpointMixin, torchreid.engine.Engine):
         from jbim_reid.metrics import get_rank_evaluator  # metrics import nothing from engines
 
         timer = torchreid.utils.AverageMeter()
-        print("Extracting features from query set (probe path: SR -> HIM, LIM) ...")
+        print("Extracting features from query set (LR probes, the model's probe path) ...")
         qf, q_pids, q_camids, q_hw = self._extract(query_loader, "probe", timer)
         print(f"Done, obtained {qf.size(0)}-by-{qf.size(1)} matrix")
-        print("Extracting features from gallery set (gallery path: HIM, LIM on downsampled) ...")
+        print("Extracting features from gallery set (HR gallery, the model's gallery path) ...")
         gf, g_pids, g_camids, g_hw = self._extract(gallery_loader, "gallery", timer)
         print(f"Done, obtained {gf.size(0)}-by-{gf.size(1)} matrix")
         print(f"Speed: {timer.avg:.4f} sec/batch")

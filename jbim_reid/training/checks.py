@@ -29,7 +29,7 @@ from jbim_reid.utils.errors import ConfigError
 __all__ = ["ConfigError", "STAGE_EPOCH_KEYS", "WEIGHT_KEYS", "load_config", "merge_options", "add_config_arguments",
            "check_training", "check_imagenet_weights", "check_weight_files", "check_train_loader", "check_writable"]
 
-STAGE_EPOCH_KEYS = ("him", "lim", "joint")  # stages whose epochs jbim.stage_epochs sets
+STAGE_EPOCH_KEYS = ("plain", "him", "lim", "joint")  # stages whose epochs jbim.stage_epochs sets
 WEIGHT_KEYS = ("model.load_weights", "model.pretrained_path", "jbim.init_from", "jbim.sr_pretrained_path",
                "jbim.him_pretrained_path", "jbim.lim_pretrained_path", "jbim.him_checkpoint",
                "jbim.lim_checkpoint")  # config keys naming weight files that training stages load
@@ -118,9 +118,19 @@ def _validate(cfg: CN) -> None:
         if stage not in STAGE_EPOCH_KEYS or not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
             raise ConfigError(f"jbim.stage_epochs: expected epochs >= 0 for stages among {list(STAGE_EPOCH_KEYS)}, "
                               f"got {stage}: {epochs!r}")
-    stages = ("sr", "him", "lim", "joint", "all")
+    stages = ("plain", "sr", "him", "lim", "joint", "all")
     if cfg.jbim.stage not in stages:
         raise ConfigError(f"Unknown jbim.stage '{cfg.jbim.stage}'; expected one of {list(stages)}")
+    plain = cfg.jbim.stage_epochs.get("plain", 0)
+    if cfg.jbim.stage == "plain" and not plain:
+        raise ConfigError("jbim.stage plain trains jbim.stage_epochs.plain epochs, which is not set (or 0): "
+                          "e.g. jbim.stage_epochs \"{'plain': 27}\"")
+    if plain and cfg.jbim.init_from:
+        raise ConfigError(f"jbim.stage_epochs.plain {plain} trains the torchreid model that JBIM starts from, "
+                          f"and jbim.init_from '{cfg.jbim.init_from}' gives one: set one of them")
+    if cfg.jbim.stage == "plain" and cfg.model.resume:
+        raise ConfigError("model.resume continues a JBIM stage (him, lim or joint); stage plain continues "
+                          "from its own folder when the same command runs again")
     if cfg.jbim.stage == "sr" and "sr" not in VARIANTS.get(cfg.jbim.variant, ("sr",)):
         raise ConfigError(f"jbim.stage sr trains the SR module, which jbim.variant "
                           f"'{cfg.jbim.variant}' does not have")
@@ -219,7 +229,7 @@ def _model_stages(cfg: CN, stage: str) -> List[str]:
 def check_imagenet_weights(cfg: CN) -> None:
     """Fetch (or find cached) the backbone's ImageNet weights of ``model.pretrained`` before any
     stage runs, so that an offline machine stops in seconds rather than after stage ``sr``."""
-    if (cfg.jbim.stage in ("all", "him", "lim") and cfg.model.pretrained and not cfg.model.pretrained_path
+    if (cfg.jbim.stage in ("all", "plain", "him", "lim") and cfg.model.pretrained and not cfg.model.pretrained_path
             and not (cfg.model.load_weights or cfg.model.resume)):
         fetch_imagenet_weights(cfg.model.name)
 

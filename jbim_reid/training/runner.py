@@ -23,6 +23,7 @@ from jbim_reid.models import JBIM, jbim_from_checkpoint
 from jbim_reid.models.weights import fit_keys, load_checked_weights
 from jbim_reid.training import resume
 from jbim_reid.training.fingerprint import config_fingerprint
+from jbim_reid.training.plain_stage import run_plain_stage
 from jbim_reid.training.recipe import RECIPE_KEYS, describe, recipe_record, resolve_recipe, run_info
 from jbim_reid.training.sr_stage import run_sr_stage
 from jbim_reid.utils.errors import ConfigError, DataError
@@ -227,8 +228,9 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
 
     Args:
         stage (str): ``sr`` (SR pre-training, :func:`jbim_reid.training.sr_stage.run_sr_stage`: returns an
-            ``SREngine`` and its best checkpoint, '' when nothing trains), ``him``, ``lim`` or
-            ``joint``.
+            ``SREngine`` and its best checkpoint, '' when nothing trains), ``plain`` (the torchreid model
+            of a warm start, :func:`jbim_reid.training.plain_stage.run_plain_stage`; ``datamanager``
+            with random resolution), ``him``, ``lim`` or ``joint``.
         save_dir (str): output folder of this stage.
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising the model.
@@ -239,6 +241,10 @@ def run_stage(cfg: CN, datamanager, stage: str, save_dir: str, variant: Optional
     """
     if stage == "sr":
         return run_sr_stage(cfg, datamanager, save_dir)
+    if stage == "plain":
+        engine, checkpoint = run_plain_stage(cfg, datamanager, save_dir, continue_run)
+        write_results(engine, cfg, save_dir, {"stage": stage, "variant": "plain", "checkpoint": checkpoint})
+        return engine, checkpoint
     torchreid.utils.set_random_seed(cfg.train.seed)
     model = build_model(cfg, datamanager.num_train_pids, variant, him_checkpoint, lim_checkpoint,
                         sr_checkpoint=sr_checkpoint)
@@ -293,7 +299,7 @@ def run_or_skip(cfg: CN, get_datamanager: Callable, stage: str, stage_dir: str,
     Args:
         cfg (CfgNode): config.
         get_datamanager (callable): returns the datamanager (called only when the stage runs).
-        stage (str): ``him``, ``lim`` or ``joint``.
+        stage (str): ``plain``, ``sr``, ``him``, ``lim`` or ``joint``.
         stage_dir (str): the stage's folder.
         variant (str, optional): model variant (default ``jbim.variant``).
         him_checkpoint, lim_checkpoint (str): stage checkpoints initialising a joint stage.
