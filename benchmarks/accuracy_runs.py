@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 import torchreid
 from accuracy_methods import ANCHORS, VARIANTS, base_of, described, is_resaug, variant_of
-from torch import nn
 from yacs.config import CfgNode as CN
 
 from jbim_reid.config import engine_run_kwargs, get_default_config, lr_scheduler_kwargs, optimizer_kwargs
@@ -26,6 +24,7 @@ from jbim_reid.evaluation.ensemble import anchor_weights, fuse_distances, ratio_
 from jbim_reid.evaluation.reports import rank_results, read_json
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import load_jbim_checkpoint
+from jbim_reid.models.plain import PlainFeatures  # the package's stage plain tests through it too
 from jbim_reid.training.runner import build_datamanager, run_stage
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
@@ -39,32 +38,6 @@ RESAUG_RANGE = (0.25, 1.0)  # ratio range of random_resolution in the *_resaug m
 def lr_stepsize(epochs: int) -> int:
     """The epoch after which the learning rate drops x0.1: two thirds of ``epochs``, at least 1."""
     return max(1, round(epochs * 2 / 3))
-
-
-class PlainFeatures(nn.Module):
-    """A plain torchreid model behind JBIM's evaluation interface: one feature for probes and gallery.
-
-    Args:
-        model (nn.Module): torchreid model that returns its feature ``(B, D)`` in eval mode.
-    """
-
-    variant = "plain"
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def probe_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x: ``(B, 3, H, W)``. Returns: ``(B, D)``, the model's feature (no SR, no downsampling)."""
-        return self.model(x)
-
-    def gallery_features(self, x: torch.Tensor, hw: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Args: x: ``(B, 3, H, W)``; hw: genuine sizes (unused). Returns: ``(B, D)``, as probes."""
-        return self.model(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Args: x: ``(B, 3, H, W)``. Returns: ``(B, D)``."""
-        return self.model(x)
 
 
 def build_config(args: argparse.Namespace, dataset: str, split_id: int) -> CN:

@@ -359,7 +359,8 @@ def test_relaid_caviar_trains_one_epoch_per_stage_with_the_recipe_of_caviar(data
     template = str(Path(__file__).parent.parent / "configs" / "custom" / "jbim_mobilenetv2_cpu.yaml")
     common = ["data.root", str(root), "mlr.cache_dir", str(tmp_path / "c"), "model.pretrained", "False",
               "model.name", "osnet_x0_25", "data.height", "32", "data.width", "16", "data.workers", "0",
-              "train.max_epoch", "1", "jbim.sr_max_epoch", "1", "train.print_freq", "100"]
+              "train.max_epoch", "1", "jbim.sr_max_epoch", "1", "train.print_freq", "100",
+              "jbim.stage_epochs", "{'plain': 1, 'joint': 1}"]
     assert main(["recipe", "--config-file", template] + common) == 0
     assert json.loads(capsys.readouterr().out)["chosen"] == PAPER_RECIPE
     assert main(["train", "--config-file", template, "data.save_dir", str(tmp_path / "log")] + common) == 0

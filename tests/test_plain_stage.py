@@ -120,12 +120,12 @@ def test_plain_stage_trains_what_the_benchmark_measured(caviar_root, tmp_path):
     assert all(torch.equal(trained[k], measured[k]) for k in measured)
 
 
-WARM_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "caviar" / "jbim_warm_mobilenetv2_cpu.yaml"
+WARM_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "caviar" / "jbim_mobilenetv2_cpu.yaml"
 WARM_RECORD = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "accuracy_cpu_caviar_warm.json"
 
 
 def test_warm_config_is_the_measured_recipe_key_for_key(caviar_root):
-    """configs/caviar/jbim_warm_mobilenetv2_cpu.yaml trains, stage by stage, what the recorded jbim_warm
+    """configs/caviar/jbim_mobilenetv2_cpu.yaml (the main job) trains, stage by stage, what the recorded jbim_warm
     command trained: the same keys (every key that shapes a model) for stage plain, stage sr and the
     joint stage. Set apart: the weights' path (the ImageNet MobileNetV2 either way, fetched or local),
     jbim.init_from (the plain model's path) and the recipe keys that jbim.recipe resolves."""
@@ -169,3 +169,13 @@ def test_train_anchors_refuses_a_plain_stage_it_would_not_run(caviar_root, tmp_p
     assert code == 2
     assert "jbim.stage_epochs.plain" in capsys.readouterr().err
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # nothing trained
+
+
+def test_plain_stage_under_torchrun_says_to_run_it_first_on_one_process(monkeypatch):
+    from jbim_reid.engines import distributed
+    from jbim_reid.training import plain_stage
+    from jbim_reid.utils.errors import ConfigError
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    with pytest.raises(ConfigError, match="jbim.stage plain.*without torchrun"):
+        plain_stage.run_plain_stage(None, None, "unused")
