@@ -51,14 +51,20 @@ def test_joint_model_ablations_compute_the_features_they_name(diagnose):
         assert not torch.allclose(fused, expected["FFN replaced by concatenation"], atol=1e-3)
 
 
-@pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
-def test_joint_checkpoint_gets_every_row(diagnose, tmp_path):
+def _data_and_joint_checkpoint(tmp_path, stage: str, epoch: int):
+    """Synthetic CAVIAR under tmp_path/data and a random joint model saved as ``stage``'s checkpoint in
+    the benchmark's layout (tmp_path/run/caviar/split_0); returns the data root."""
     root = make_caviar(tmp_path / "data", num_two_cam=8, num_one_cam=0)
-    split_dir = tmp_path / "run" / "caviar" / "split_0"
     torch.manual_seed(0)
     model = JBIM(4, backbone="osnet_x0_25", variant="jbim", height=32, width=16)
-    save_torch_file({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": 1},
-                    checkpoint_path(str(split_dir / "joint_m1-2_h1_l1_e1"), 1))
+    save_torch_file({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": epoch},
+                    checkpoint_path(str(tmp_path / "run" / "caviar" / "split_0" / stage), epoch))
+    return root
+
+
+@pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
+def test_joint_checkpoint_gets_every_row(diagnose, tmp_path):
+    root = _data_and_joint_checkpoint(tmp_path, "joint_m1-2_h1_l1_e1", 1)
     out = tmp_path / "diagnosis.json"
     assert diagnose.main(["--save-dir", str(tmp_path / "run"), "--data-root", str(root), "--splits", "0",
                           "--height", "32", "--width", "16", "--out", str(out)]) == 0
@@ -78,12 +84,7 @@ def test_joint_checkpoint_gets_every_row(diagnose, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
 def test_stage_prefixes_address_one_rung_of_a_search(diagnose, tmp_path):
-    root = make_caviar(tmp_path / "data", num_two_cam=8, num_one_cam=0)
-    split_dir = tmp_path / "run" / "caviar" / "split_0"
-    torch.manual_seed(0)
-    model = JBIM(4, backbone="osnet_x0_25", variant="jbim", height=32, width=16)
-    save_torch_file({"state_dict": model.state_dict(), "jbim_kwargs": model.jbim_kwargs, "epoch": 2},
-                    checkpoint_path(str(split_dir / "joint_warm_m1-2_w27_h6_l6_e2"), 2))
+    root = _data_and_joint_checkpoint(tmp_path, "joint_warm_m1-2_w27_h6_l6_e2", 2)
     args = ["--save-dir", str(tmp_path / "run"), "--data-root", str(root), "--splits", "0", "--height", "32",
             "--width", "16"]
     out = tmp_path / "diagnosis.json"

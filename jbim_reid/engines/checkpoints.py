@@ -1,5 +1,5 @@
-"""Training checkpoints of ``JBIMEngine``: where they are written, the random state they carry, and
-saving / resuming them (``CheckpointMixin``).
+"""Training checkpoints of ``JBIMEngine`` and ``PlainTripletEngine``: where they are written, the random state
+they carry, saving / resuming them and the epoch loop that writes them (``CheckpointMixin``).
 """
 import os
 import os.path as osp
@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from jbim_reid.engines import distributed
 from jbim_reid.utils.fileio import (CheckpointMismatchError, load_torch_file, save_torch_file,
@@ -118,6 +119,33 @@ class CheckpointMixin:
             for _, old in list_checkpoints(save_dir)[:-keep]:
                 os.remove(old)
         distributed.barrier()
+
+    def train_epochs(self, save_dir: str, max_epoch: int, start_epoch: int = 0, checkpoint_freq: int = 1,
+                     keep_checkpoints: int = 2, evaluate: Optional[Callable[[int], Optional[float]]] = None,
+                     **train_kwargs: Any) -> None:
+        """torchreid's epoch loop with crash-safe checkpoints: ``self.train(**train_kwargs)`` for epochs
+        ``start_epoch`` .. ``max_epoch - 1``, a checkpoint after every ``checkpoint_freq`` epochs (0: none
+        but the last), after every epoch that ``evaluate`` tested and after the last.
+
+        Args:
+            evaluate (callable, optional): finished epochs -> rank-1 when it tested then, else None.
+            keep_checkpoints (int, optional): checkpoints kept, newest first; 0 keeps all.
+            train_kwargs: ``print_freq``, ``fixbase_epoch``, ``open_layers`` of torchreid's ``Engine.train``.
+        """
+        if checkpoint_freq < 0 or keep_checkpoints < 0:
+            raise ValueError(f"checkpoint_freq ({checkpoint_freq}) and keep_checkpoints "
+                             f"({keep_checkpoints}) must be >= 0")
+        self.keep_checkpoints = keep_checkpoints
+        if self.writer is None:
+            self.writer = SummaryWriter(log_dir=save_dir)
+        self.start_epoch, self.max_epoch = start_epoch, max_epoch
+        print("=> Start training")
+        for self.epoch in range(start_epoch, max_epoch):
+            self.train(**train_kwargs)
+            done = self.epoch + 1
+            rank1 = None if evaluate is None else evaluate(done)
+            if done == max_epoch or rank1 is not None or (checkpoint_freq > 0 and done % checkpoint_freq == 0):
+                self.save_model(self.epoch, rank1, save_dir)
 
     def resume(self, fpath: str, check: Optional[Callable[[dict], None]] = None) -> int:
         """Restore model, optimizer, scheduler and random state from a ``save_model`` checkpoint.

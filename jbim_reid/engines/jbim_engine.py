@@ -9,7 +9,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchreid
-from torch.utils.tensorboard import SummaryWriter
 
 from jbim_reid.engines import distributed
 from jbim_reid.engines.checkpoints import CheckpointMixin
@@ -398,20 +397,14 @@ class JBIMEngine(CheckpointMixin, torchreid.engine.Engine):
         if test_only:
             self.test(**test_kwargs, rerank=rerank)
             return
-        self.keep_checkpoints = keep_checkpoints
-        if self.writer is None:
-            self.writer = SummaryWriter(log_dir=save_dir)
         time_start = time.time()
-        self.start_epoch, self.max_epoch = start_epoch, max_epoch
-        print("=> Start training")
-        for self.epoch in range(start_epoch, max_epoch):
-            self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
-            done = self.epoch + 1
-            rank1 = None
-            if done >= start_eval and eval_freq > 0 and done % eval_freq == 0 and done != max_epoch:
-                rank1 = self.test(**test_kwargs)
-            if done == max_epoch or rank1 is not None or (checkpoint_freq > 0 and done % checkpoint_freq == 0):
-                self.save_model(self.epoch, rank1, save_dir)
+
+        def periodic_test(done: int) -> Optional[float]:
+            due = done >= start_eval and eval_freq > 0 and done % eval_freq == 0 and done != max_epoch
+            return self.test(**test_kwargs) if due else None
+
+        self.train_epochs(save_dir, max_epoch, start_epoch, checkpoint_freq, keep_checkpoints, periodic_test,
+                          print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
         if max_epoch > 0:
             print("=> Final test")
             self.test(**test_kwargs)

@@ -9,7 +9,6 @@ import datetime
 import time
 
 import torchreid
-from torch.utils.tensorboard import SummaryWriter
 
 from jbim_reid.engines.checkpoints import CheckpointMixin
 
@@ -38,19 +37,8 @@ class PlainTripletEngine(CheckpointMixin, torchreid.engine.ImageTripletEngine):
             checkpoint_freq (int, optional): epochs between checkpoints; 0 = only the last epoch's.
             keep_checkpoints (int, optional): checkpoints kept, newest first; 0 keeps all.
         """
-        if checkpoint_freq < 0 or keep_checkpoints < 0:
-            raise ValueError(f"checkpoint_freq ({checkpoint_freq}) and keep_checkpoints "
-                             f"({keep_checkpoints}) must be >= 0")
-        self.keep_checkpoints = keep_checkpoints
-        if self.writer is None:
-            self.writer = SummaryWriter(log_dir=save_dir)
         time_start = time.time()
-        self.start_epoch, self.max_epoch = start_epoch, max_epoch
-        print("=> Start training")
-        for self.epoch in range(start_epoch, max_epoch):
-            self.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
-            done = self.epoch + 1
-            if done == max_epoch or (checkpoint_freq > 0 and done % checkpoint_freq == 0):
-                self.save_model(self.epoch, None, save_dir)
+        self.train_epochs(save_dir, max_epoch, start_epoch, checkpoint_freq, keep_checkpoints,
+                          print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
         print(f"Elapsed {datetime.timedelta(seconds=round(time.time() - time_start))}")
         self.writer.close()
