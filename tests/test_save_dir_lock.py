@@ -86,8 +86,8 @@ def test_second_train_exits_2_naming_the_holder_until_it_is_killed(holder, cavia
         assert (folder / ".lock").read_text() == f"{os.getpid()}\n"
 
 
-@pytest.mark.parametrize("command", ["test", "train-anchors"])
-def test_test_and_train_anchors_respect_the_lock(command, holder, caviar_root, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["test", "train-anchors", "ensemble", "complexity"])
+def test_every_command_writing_the_save_dir_respects_the_lock(command, holder, caviar_root, tmp_path, capsys):
     folder, proc = holder
     code = main([command, "--config-file", CPU_CONFIG, "data.root", str(caviar_root),
                  "data.save_dir", str(folder), "model.load_weights", str(tmp_path / "none.pth")] + TINY)

@@ -399,6 +399,7 @@ def _markdown(cfg: CN, target: str, splits: List[int], summary: Dict[str, Dict[s
             "resolution weights, '(uniform)' with equal weights.\n\n" + markdown_table(rows))
 
 
+@claims_save_dir  # ensemble.json / .md / .png: not beside a training run writing the same folder
 def run_ensemble(cfg: CN) -> int:
     """``jbim-reid ensemble``: evaluate the anchors of every split alone and fused, over splits.
 

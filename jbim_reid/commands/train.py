@@ -7,7 +7,7 @@ killed run. Both
 need the config the stages were trained with (another one stops the command, exit code 2); ``--force-new``
 deletes the earlier stages and trains again. Every weight file is checked before stage ``sr``
 (``training.checks.check_weight_files``).
-``train`` and ``test`` hold ``data.save_dir`` locked while they run (``jbim_reid.commands.save_dir``).
+``train``, ``test`` and ``complexity`` hold ``data.save_dir`` locked while they run (``jbim_reid.commands.save_dir``).
 """
 import os.path as osp
 from typing import Dict
@@ -136,6 +136,7 @@ def test(cfg: CN) -> int:
     return 0
 
 
+@claims_save_dir
 def complexity(cfg: CN) -> int:
     """``jbim-reid complexity``: parameters and MACs of the config's model next to the paper's Table 2.
 
