@@ -95,29 +95,35 @@ def test_plain_stage_misuse_is_one_clear_error(caviar_root, tmp_path, capsys, op
     assert not (tmp_path / "stage_him").exists() and not (tmp_path / "stage_plain").exists()
 
 
-def test_plain_stage_trains_what_the_benchmark_measured(caviar_root, tmp_path):
-    """The accuracy benchmark's plain + random resolution model (that jbim_warm starts from) and stage
-    plain of `jbim-reid train` with the benchmark's config are the same weights, tensor for tensor."""
+@pytest.mark.slow
+def test_warm_start_trains_what_the_benchmark_measured(caviar_root, tmp_path):
+    """`jbim-reid train` with the benchmark's config and stage epochs trains the accuracy benchmark's
+    jbim_warm stage by stage, tensor for tensor: the plain + random resolution model, stage sr, the
+    warm-started HIM and LIM and the joint model (epochs where both lr rules put the step at the same
+    epoch: two thirds of 3 and of 6)."""
     from benchmark_scripts import load_benchmark
 
     accuracy = load_benchmark("accuracy")
-    argv = ["--data-root", str(caviar_root), "--datasets", "caviar", "--splits", "1", "--epochs", "1",
-            "--stage-epochs", "plain=2", "--methods", "plain_resaug,jbim_warm", "--height", "32", "--width", "16",
+    argv = ["--data-root", str(caviar_root), "--datasets", "caviar", "--splits", "1", "--epochs", "3",
+            "--stage-epochs", "plain=6", "--methods", "plain_resaug,jbim_warm", "--height", "32", "--width", "16",
             "--batch-size", "8", "--weights", "none", "--workers", "0", "--sr-epochs", "1",
             "--out", str(tmp_path / "a.json"), "--save-dir", str(tmp_path / "bench")]
     assert accuracy.main(argv) == 0
-    split = json.loads((tmp_path / "a.json").read_text())["datasets"]["caviar"]["splits"]["0"]
-    measured = load_torch_file(split["stages"]["plain_ra_e2"]["checkpoint"])["state_dict"]
+    stages = json.loads((tmp_path / "a.json").read_text())["datasets"]["caviar"]["splits"]["0"]["stages"]
 
-    runs = load_benchmark("accuracy_runs")  # the config of the benchmark's stage plain_ra_e2
-    cfg = runs._with(runs.build_config(accuracy.parse_args(argv), "caviar", 0), 2, "resaug")
     config = tmp_path / "benchmark.yaml"
-    config.write_text(cfg.dump())
-    assert main(["train", "--config-file", str(config), "data.save_dir", str(tmp_path / "train"),
-                 "jbim.stage", "plain", "jbim.stage_epochs", "{'plain': 2}"]) == 0
-    trained = load_torch_file(tmp_path / "train" / "stage_plain" / "model" / "model.pth.tar-2")["state_dict"]
-    assert trained.keys() == measured.keys()
-    assert all(torch.equal(trained[k], measured[k]) for k in measured)
+    config.write_text(load_benchmark("accuracy_runs").build_config(accuracy.parse_args(argv), "caviar", 0).dump())
+    assert main(["train", "--config-file", str(config), "data.save_dir", str(tmp_path / "train"), "jbim.recipe",
+                 "auto", "jbim.stage_epochs", "{'plain': 6, 'him': 3, 'lim': 3, 'joint': 3}"]) == 0
+    pairs = {"plain_ra_e6": "stage_plain/model/model.pth.tar-6", "sr_m1-2": "stage_sr/model/sr_best.pth.tar",
+             "him_warm_m1-2_w6_e3": "stage_him/model/model.pth.tar-3",
+             "lim_warm_w6_e3": "stage_lim/model/model.pth.tar-3",
+             "joint_warm_m1-2_w6_h3_l3_e3": "stage_joint/model/model.pth.tar-3"}
+    for benchmark_stage, ours in pairs.items():
+        measured = load_torch_file(stages[benchmark_stage]["checkpoint"])["state_dict"]
+        trained = load_torch_file(tmp_path / "train" / ours)["state_dict"]
+        assert trained.keys() == measured.keys(), benchmark_stage
+        assert all(torch.equal(trained[k], measured[k]) for k in measured), benchmark_stage
 
 
 WARM_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "caviar" / "jbim_mobilenetv2_cpu.yaml"
