@@ -11,6 +11,7 @@ from synthetic import CPU_CONFIG, TINY_OPTIONS
 import jbim_reid  # noqa: F401  (registers the datasets)
 from jbim_reid.cli import main
 from jbim_reid.engines import list_checkpoints
+from jbim_reid.models.plain import build_plain_model
 from jbim_reid.utils.fileio import load_torch_file
 
 WARM = ["jbim.stage_epochs", "{'plain': 2, 'him': 0, 'lim': 0, 'joint': 1}"]
@@ -185,3 +186,15 @@ def test_plain_stage_under_torchrun_says_to_run_it_first_on_one_process(monkeypa
     monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     with pytest.raises(ConfigError, match="jbim.stage plain.*without torchrun"):
         plain_stage.run_plain_stage(None, None, "unused")
+
+
+def test_fixbase_epochs_of_a_jbim_config_open_the_plain_models_classifier(caviar_root, tmp_path):
+    """train.open_layers [fusion] (JBIM's part) with train.fixbase_epoch: the torchreid model of stage
+    plain has no fusion head, so its classifier alone trains in the fixed-base epoch."""
+    assert _train(caviar_root, tmp_path, "jbim.stage", "plain", "jbim.stage_epochs", "{'plain': 1}",
+                  "train.fixbase_epoch", "1", "train.open_layers", "['fusion']") == 0
+    plain = load_torch_file(tmp_path / "stage_plain" / "model" / "model.pth.tar-1")["state_dict"]
+    torch.manual_seed(1)
+    start = build_plain_model("osnet_x0_25", len(plain["classifier.weight"])).state_dict()
+    assert torch.equal(plain["conv1.conv.weight"], start["conv1.conv.weight"])  # the base stayed fixed
+    assert not torch.equal(plain["classifier.weight"], start["classifier.weight"])

@@ -90,10 +90,12 @@ def run_plain_stage(cfg: CN, datamanager, save_dir: str, continue_run: bool = Tr
     if continue_run:
         resumed = resume.resume_latest(engine, save_dir)
         start = start if resumed is None else resumed
+    # train.open_layers names JBIM's parts (fusion, ...); the torchreid model opens those it has, else
+    # its classifier, as torchreid's own fixbase recipe does
+    open_layers = [n for n in cfg.train.open_layers if hasattr(model, n)] or ["classifier"]
     engine.run(save_dir=save_dir, max_epoch=cfg.train.max_epoch, start_epoch=start,
-               print_freq=cfg.train.print_freq, fixbase_epoch=cfg.train.fixbase_epoch,
-               open_layers=list(cfg.train.open_layers), checkpoint_freq=cfg.train.checkpoint_freq,
-               keep_checkpoints=cfg.train.keep_checkpoints)
+               print_freq=cfg.train.print_freq, fixbase_epoch=cfg.train.fixbase_epoch, open_layers=open_layers,
+               checkpoint_freq=cfg.train.checkpoint_freq, keep_checkpoints=cfg.train.keep_checkpoints)
     evaluator = JBIMEngine(datamanager, PlainFeatures(model), optimizer, use_gpu=use_gpu)
     evaluator.test(dist_metric=cfg.test.dist_metric, normalize_feature=cfg.test.normalize_feature,
                    ranks=list(cfg.test.ranks), rerank=cfg.test.rerank)
