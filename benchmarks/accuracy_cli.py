@@ -133,7 +133,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="the standard CPU comparison: CAVIAR on 5 splits, MLR-VIPeR on 3 "
                              "(128x64, MobileNetV2 from ../shared/weights)")
     # the flag's former name, kept so that recorded commands still run
-    parser.add_argument("--issue-run", action="store_true", dest="standard_run", help=argparse.SUPPRESS)
     parser.add_argument("--budget-min", type=float, default=None,
                         help="choose splits and epochs that finish within this many minutes, from "
                              "per-epoch costs (--costs, else the built-in table); not with --plateau")

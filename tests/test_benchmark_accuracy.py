@@ -104,7 +104,6 @@ def test_budgets(accuracy, data_tree):
     standard = accuracy.parse_args(base + ["--standard-run"])
     assert standard.split_ids_of == {"caviar": [0, 1, 2, 3, 4], "mlr_viper": [0, 1, 2]}
     assert {"plain", "plain_resaug", "jbim", "jbim_resaug", "plain_time_matched"} <= set(standard.methods)
-    assert accuracy.parse_args(base + ["--issue-run"]).split_ids_of == standard.split_ids_of  # the former name
 
 
 def test_plateau_search_pairs_splits_and_stops_when_neither_metric_rises_beyond_noise(accuracy):

@@ -160,7 +160,7 @@ def clustered(num: int, dim: int, seed: int):
 
 @pytest.mark.slow
 def test_approximate_search_reaches_recall_at_10(tmp_path):
-    """20,000 clustered random features here; the 200,000 of the issue run in benchmarks/index_search.py."""
+    """20,000 clustered random features here; the 200,000-feature case runs in benchmarks/index_search.py."""
     feats, probes = clustered(20_000, 64, 0)
     rng = np.random.default_rng(1)
     index = GalleryIndex([feats], rng.integers(60, 160, (20_000, 2)), [0.5])
