@@ -3,10 +3,9 @@
 ``train`` runs one stage or ``all`` (plain when ``jbim.stage_epochs.plain`` > 0, then sr, him, lim, joint in
 sub-folders of ``data.save_dir``); finished stages are skipped and an unfinished one continues from its
 last checkpoint (``jbim_reid.training.runner.run_or_skip``), so re-running the same command resumes a
-killed run. Both
-need the config the stages were trained with (another one stops the command, exit code 2); ``--force-new``
-deletes the earlier stages and trains again. Every weight file is checked before stage ``sr``
-(``training.checks.check_weight_files``).
+killed run. Both need the config the stages were trained with (another one stops the command, exit code
+2); ``--force-new`` deletes the earlier stages and trains again. Every weight file is checked before stage
+``sr`` (``training.checks.check_weight_files``).
 ``train``, ``test`` and ``complexity`` hold ``data.save_dir`` locked while they run (``jbim_reid.commands.save_dir``).
 """
 import os.path as osp
@@ -156,7 +155,7 @@ def complexity(cfg: CN) -> int:
 
 
 TRAIN_COMMANDS: Dict[str, tuple] = {  # subcommand -> (help, function(cfg)) or (help, function(args), add_arguments)
-    "train": ("train JBIM (jbim.stage: sr, him, lim, joint or all) and test it", training_command(train),
+    "train": ("train JBIM (jbim.stage: plain, sr, him, lim, joint or all) and test it", training_command(train),
               add_training_arguments),
     "test": ("test a JBIM checkpoint (model.load_weights) and write results.json", test),
     "complexity": ("print parameters and MACs of the config's model next to the paper's Table 2",
