@@ -10,8 +10,11 @@ from synthetic import CPU_CONFIG, TINY_OPTIONS
 
 import jbim_reid  # noqa: F401  (registers the datasets)
 from jbim_reid.cli import main
+from jbim_reid.config import get_default_config
 from jbim_reid.engines import list_checkpoints
 from jbim_reid.models.plain import build_plain_model
+from jbim_reid.training.checks import check_training
+from jbim_reid.utils.errors import ConfigError
 from jbim_reid.utils.fileio import load_torch_file
 
 WARM = ["jbim.stage_epochs", "{'plain': 2, 'him': 0, 'lim': 0, 'joint': 1}"]
@@ -181,7 +184,6 @@ def test_train_anchors_refuses_a_plain_stage_it_would_not_run(caviar_root, tmp_p
 def test_plain_stage_under_torchrun_says_to_run_it_first_on_one_process(monkeypatch):
     from jbim_reid.engines import distributed
     from jbim_reid.training import plain_stage
-    from jbim_reid.utils.errors import ConfigError
 
     monkeypatch.setattr(distributed, "is_distributed", lambda: True)
     with pytest.raises(ConfigError, match="jbim.stage plain.*without torchrun"):
@@ -198,3 +200,15 @@ def test_fixbase_epochs_of_a_jbim_config_open_the_plain_models_classifier(caviar
     start = build_plain_model("osnet_x0_25", len(plain["classifier.weight"])).state_dict()
     assert torch.equal(plain["conv1.conv.weight"], start["conv1.conv.weight"])  # the base stayed fixed
     assert not torch.equal(plain["classifier.weight"], start["classifier.weight"])
+
+
+def test_fixbase_check_lets_stage_plain_open_its_classifier(tmp_path):
+    """train.open_layers [classifier] names no JBIM part: refused for stage him, accepted for stage plain,
+    whose torchreid model has a classifier."""
+    cfg = get_default_config()
+    cfg.train.fixbase_epoch, cfg.train.open_layers, cfg.data.save_dir = 1, ["classifier"], str(tmp_path)
+    cfg.jbim.stage = "him"
+    with pytest.raises(ConfigError, match="train.open_layers"):
+        check_training(cfg)
+    cfg.jbim.stage = "plain"
+    check_training(cfg)

@@ -219,9 +219,10 @@ def check_training(cfg: CN, stage: Optional[str] = None) -> None:
 
 def _model_stages(cfg: CN, stage: str) -> List[str]:
     """The stages of ``stage`` that train a JBIM model: ``all`` runs him / lim of the variant, joint
-    when it has both (stage ``sr`` trains the SR module alone)."""
+    when it has both (stage ``sr`` trains the SR module alone; stage ``plain`` trains torchreid's model,
+    which opens its classifier when it has none of ``train.open_layers``)."""
     if stage != "all":
-        return [] if stage == "sr" else [stage]
+        return [] if stage in ("sr", "plain") else [stage]
     own = [part for part in ("him", "lim") if part in VARIANTS[cfg.jbim.variant]]
     return own + (["joint"] if len(own) == 2 else [])
 
