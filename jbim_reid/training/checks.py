@@ -46,7 +46,7 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
     Returns:
         CfgNode: the frozen config.
     """
-    cfg = get_default_config()
+    cfg, top = get_default_config(), None
     try:
         if config_file:
             if not osp.isfile(config_file):
@@ -56,7 +56,8 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
             if top is not None and not isinstance(top, dict):
                 raise ConfigError(f"config file '{config_file}': expected a mapping of config keys at the top "
                                   f"level (e.g. 'model:', 'data:'), got a {type(top).__name__}")
-            cfg.merge_from_file(config_file)
+            if top:  # what yacs' merge_from_file does, from the mapping read once
+                cfg.merge_from_other_cfg(CN(top))
         merge_options(cfg, list(opts or []))
     except ConfigError:
         raise
@@ -74,7 +75,7 @@ def load_config(config_file: str = "", opts: Optional[List[str]] = None) -> CN:
             raise ConfigError(f"Unknown config key '{key}' (in {source})") from None
         raise ConfigError(f"Bad config value: {message}") from None
     _validate(cfg)
-    set_explicit_keys(cfg, _yaml_mapping(config_file) if config_file else None, list(opts or []))
+    set_explicit_keys(cfg, top, list(opts or []))
     cfg.freeze()
     return cfg
 
@@ -103,12 +104,6 @@ def merge_options(cfg: CN, opts: List[str]) -> None:
     cfg.merge_from_list(rest if pairs else opts)
     for node in nodes:
         cfg.merge_from_other_cfg(node)
-
-
-def _yaml_mapping(config_file: str) -> dict:
-    with open(config_file, encoding="utf-8") as f:
-        loaded = yaml.safe_load(f)
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _validate(cfg: CN) -> None:
