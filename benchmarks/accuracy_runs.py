@@ -18,13 +18,14 @@ import torchreid
 from accuracy_methods import ANCHORS, VARIANTS, base_of, described, is_resaug, variant_of
 from yacs.config import CfgNode as CN
 
-from jbim_reid.config import engine_run_kwargs, get_default_config, lr_scheduler_kwargs, optimizer_kwargs
+from jbim_reid.config import get_default_config, optimizer_kwargs
 from jbim_reid.engines import JBIMEngine
 from jbim_reid.evaluation.ensemble import anchor_weights, fuse_distances, ratio_label, resolution_ratios
 from jbim_reid.evaluation.reports import rank_results, read_json
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import load_jbim_checkpoint
 from jbim_reid.models.plain import PlainFeatures  # the package's stage plain tests through it too
+from jbim_reid.training.plain_stage import run_plain_stage
 from jbim_reid.training.runner import build_datamanager, run_stage
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
 
@@ -240,7 +241,8 @@ class SplitRunner:
                          evaluate=self._test_checkpoint)
 
     def plain(self, epochs: int, resaug: bool = False, name: str = "") -> Stage:
-        """torchreid's backbone + ``ImageTripletEngine``, evaluated through ``JBIMEngine``'s test.
+        """torchreid's backbone + ``ImageTripletEngine`` (``run_plain_stage``), evaluated through ``JBIMEngine``'s
+        test.
 
         Its checkpoint is deleted at once (every method that needs the plain model is recorded) unless
         ``keep_plain``.
@@ -250,33 +252,12 @@ class SplitRunner:
         name = name or stage_name("plain", variant=variant, e=epochs)
 
         def train():
-            dm = self.datamanager(resaug)
-            dm.train_loader.dataset.pair_views = False  # one image per item, as torchreid's own data
-            torchreid.utils.set_random_seed(cfg.train.seed)
-            model = torchreid.models.build_model(cfg.model.name, num_classes=dm.num_train_pids,
-                                                 loss="triplet", pretrained=False)
-            if cfg.model.pretrained_path:
-                torchreid.utils.load_pretrained_weights(model, cfg.model.pretrained_path)
-            use_gpu = bool(cfg.use_gpu)
-            if use_gpu:
-                model = model.cuda()
-            optimizer = torchreid.optim.build_optimizer(model, **optimizer_kwargs(cfg))
-            scheduler = torchreid.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
-            engine = torchreid.engine.ImageTripletEngine(
-                dm, model, optimizer, margin=cfg.loss.triplet.margin, weight_t=cfg.loss.triplet.weight_t,
-                weight_x=cfg.loss.triplet.weight_x, scheduler=scheduler, use_gpu=use_gpu,
-                label_smooth=cfg.loss.softmax.label_smooth)
             save_dir = os.path.join(self.save_dir, name)
-            # run() ends with torchreid's own test; ranks=[1] keeps it valid on galleries smaller than
-            # 20 ids. The reported figures come from the JBIMEngine evaluation below.
-            engine.run(**{**engine_run_kwargs(cfg), "save_dir": save_dir, "ranks": [1]})
-            evaluator = JBIMEngine(dm, PlainFeatures(model), optimizer, use_gpu=use_gpu)
-            evaluator.test(dist_metric=cfg.test.dist_metric, normalize_feature=cfg.test.normalize_feature,
-                           ranks=list(cfg.test.ranks))
-            dm.train_loader.dataset.pair_views = False  # JBIMEngine switched it on
+            # the package's stage plain: torchreid's ImageTripletEngine step, a checkpoint per epoch (a
+            # killed run continues), then JBIMEngine's test; random resolution comes from the datamanager
+            evaluator, checkpoint = run_plain_stage(cfg, self.datamanager(resaug), save_dir)
             if self.keep_plain:  # a warm-started JBIM starts from it (jbim.init_from)
-                return evaluator.last_results[self.dataset], os.path.join(save_dir, "model",
-                                                                          f"model.pth.tar-{epochs}")
+                return evaluator.last_results[self.dataset], checkpoint
             shutil.rmtree(os.path.join(save_dir, "model"), ignore_errors=True)
             return evaluator.last_results[self.dataset], ""
 

@@ -212,3 +212,30 @@ def test_fixbase_check_lets_stage_plain_open_its_classifier(tmp_path):
         check_training(cfg)
     cfg.jbim.stage = "plain"
     check_training(cfg)
+
+
+@pytest.mark.slow
+def test_plain_engine_trains_what_torchreids_own_engine_trains(caviar_root, tmp_path):
+    """PlainTripletEngine (stage plain, and the benchmark's plain models) changes only torchreid's epoch
+    loop: from the same seed, two epochs give ImageTripletEngine.run's model tensor for tensor."""
+    import torchreid
+
+    from jbim_reid.config import lr_scheduler_kwargs, optimizer_kwargs
+    from jbim_reid.engines import PlainTripletEngine
+    from jbim_reid.training.checks import load_config
+    from jbim_reid.training.runner import build_datamanager
+
+    cfg = load_config(CPU_CONFIG, ["data.root", str(caviar_root), *TINY_OPTIONS, "data.transforms",
+                                   "['random_flip', 'random_resolution']"])
+    trained = {}
+    for name, engine_class in (("torchreid", torchreid.engine.ImageTripletEngine), ("plain", PlainTripletEngine)):
+        datamanager = build_datamanager(cfg)
+        torchreid.utils.set_random_seed(cfg.train.seed)
+        model = build_plain_model(cfg.model.name, datamanager.num_train_pids, imagenet=False)
+        optimizer = torchreid.optim.build_optimizer(model, **optimizer_kwargs(cfg))
+        scheduler = torchreid.optim.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
+        engine = engine_class(datamanager, model, optimizer, scheduler=scheduler, use_gpu=False)
+        engine.run(save_dir=str(tmp_path / name), max_epoch=2, print_freq=100, ranks=[1])
+        trained[name] = model.state_dict()
+    assert trained["plain"].keys() == trained["torchreid"].keys()
+    assert all(torch.equal(trained["plain"][k], trained["torchreid"][k]) for k in trained["torchreid"])
