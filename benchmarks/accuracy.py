@@ -88,8 +88,8 @@ from jbim_reid.evaluation.reports import rank_results, summarize_splits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy_budget import COSTS, STAGE_OVERHEAD_S, measured_costs, plan_budget  # noqa: E402  (beside this script)
 from accuracy_cli import DEFAULTS, PAPER, parse_args  # noqa: E402
-from accuracy_methods import (ANCHORS, DEFAULT_METHODS, METHODS, base_of, method_kinds, search_plan,  # noqa: E402
-                              spec_label, stage_counts, variant_of)
+from accuracy_methods import (ANCHORS, DEFAULT_METHODS, METHODS, STAGE1_KINDS, base_of,  # noqa: E402
+                              method_kinds, search_plan, spec_label, stage_counts, variant_of)
 from accuracy_plateau import (PLATEAU_GROWTH, PLATEAU_METRICS, next_epochs, ordering_verdict,  # noqa: E402
                               plateau_search, plateau_step)
 from accuracy_records import Records, code_version, machine_info  # noqa: E402
@@ -233,13 +233,17 @@ class _Benchmark:
 
     def warm_spec(self, dataset: str, plateaus: Dict[str, dict]) -> Dict[str, int]:
         """``jbim_warm``'s epochs: the plain model's at plain + random resolution's plateau, stage-1 epochs
-        (HIM and LIM alike) on :data:`STAGE1_LADDER` and then the joint stage's, each by the paired rule."""
+        (HIM and LIM alike) on :data:`STAGE1_LADDER` and then the joint stage's, each by the paired rule;
+        the epochs ``--stage-epochs`` sets are taken as they are, not searched."""
         pinned, spec = self.args.stage_epochs, {}
         spec["plain"] = pinned.get("plain") or self.spec_of(dataset, "plain_resaug", plateaus)["plain"]
-        searches = (("stage1", lambda e: {"him": e, "lim": e, "joint": self.args.epochs}, STAGE1_LADDER),
-                    ("joint", lambda e: {"joint": e}, ()))
-        for kind, epochs_of, ladder in searches:
+        searches = (("stage1", lambda e: {"him": e, "lim": e, "joint": self.args.epochs}, STAGE1_LADDER,
+                     STAGE1_KINDS), ("joint", lambda e: {"joint": e}, (), ("joint",)))
+        for kind, epochs_of, ladder, kinds in searches:
             key = f"{WARM_METHOD}:{kind}"
+            if all(k in pinned for k in kinds):  # --stage-epochs sets them: not searched
+                spec.update({k: pinned[k] for k in kinds})
+                continue
             if key not in plateaus:
                 fixed = dict(spec)
                 print(f"[{dataset}] {WARM_METHOD}: search of {kind} epochs (fixed: {spec_label(fixed)})", flush=True)

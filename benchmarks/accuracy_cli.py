@@ -11,9 +11,10 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 from accuracy_budget import COSTS, measured_costs, plan_budget
-from accuracy_methods import DEFAULT_METHODS, KINDS, METHODS, stage_counts
+from accuracy_methods import DEFAULT_METHODS, KINDS, METHODS, STAGE1_KINDS, method_kinds, stage_counts
 from accuracy_records import REPO_ROOT
 from accuracy_runs import lr_stepsize
+from accuracy_warm import WARM_METHOD
 
 from jbim_reid.datasets import DATASETS
 from jbim_reid.models import SR_MODELS
@@ -65,12 +66,13 @@ def _positive(value: str) -> int:
     return number
 
 
-def _counts(value: str, names: Sequence[str], expected: str) -> Dict[str, int]:
-    """``a=5,b=3`` -> ``{'a': 5, 'b': 3}`` with every name in ``names`` and every count >= 1."""
+def _counts(value: str, names: Sequence[str], expected: str, zero: Sequence[str] = ()) -> Dict[str, int]:
+    """``a=5,b=3`` -> ``{'a': 5, 'b': 3}`` with every name in ``names`` and every count >= 1 (>= 0 for the
+    names in ``zero``)."""
     out = {}
     for part in (p.strip() for p in value.split(",") if p.strip()):
         name, _, count = part.partition("=")
-        if name not in names or not count.isdigit() or int(count) < 1:
+        if name not in names or not count.isdigit() or int(count) < (0 if name in zero else 1):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {part!r}")
         out[name] = int(count)
     return out
@@ -82,8 +84,10 @@ def _splits_per_dataset(value: str) -> Dict[str, int]:
 
 
 def _stage_epochs(value: str) -> Dict[str, int]:
-    """``him=12,lim=12`` -> ``{'him': 12, 'lim': 12}`` (stage kinds of :data:`KINDS`)."""
-    return _counts(value, KINDS, f"KIND=EPOCHS pairs with KIND one of {', '.join(KINDS)} (e.g. him=12,lim=12)")
+    """``him=12,lim=12`` -> ``{'him': 12, 'lim': 12}`` (stage kinds of :data:`KINDS`; him / lim may be 0,
+    which carries jbim_warm's initialisation through)."""
+    return _counts(value, KINDS, f"KIND=EPOCHS pairs with KIND one of {', '.join(KINDS)}, EPOCHS >= 1 (him and "
+                   "lim >= 0) (e.g. him=12,lim=12)", zero=STAGE1_KINDS)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -196,6 +200,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--budget-min {args.budget_min}: expected a positive number of minutes")
         if args.costs and not os.path.isfile(args.costs):
             parser.error(f"--costs '{args.costs}' not found")
+    zero = sorted(k for k in STAGE1_KINDS if args.stage_epochs.get(k) == 0)
+    others = [m for m in args.methods if m != WARM_METHOD and set(zero) & set(method_kinds(m))]
+    if others:
+        parser.error(f"--stage-epochs {','.join(f'{k}=0' for k in zero)}: 0 epochs carry the warm start's "
+                     f"initialisation through (jbim_warm); {', '.join(others)} would train nothing")
     if args.plateau and args.epochs >= args.max_epochs:
         parser.error(f"--plateau: --epochs {args.epochs} must be below --max-epochs {args.max_epochs}")
     if not args.data_root:

@@ -9,13 +9,14 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 from jbim_reid.evaluation.reports import ACCURACY_METHODS
 
-__all__ = ["METHODS", "KINDS", "BASE_KINDS", "ANCHORS", "Variant", "VARIANTS", "REPORTED_VARIANTS",
+__all__ = ["METHODS", "KINDS", "STAGE1_KINDS", "BASE_KINDS", "ANCHORS", "Variant", "VARIANTS", "REPORTED_VARIANTS",
            "DEFAULT_METHODS", "variant_of", "base_of", "is_resaug", "method_kinds", "described", "spec_label",
            "search_plan", "stage_counts"]
 
 METHODS = ACCURACY_METHODS  # --methods key -> row label of the table (table and run order)
 # Stage kinds whose epochs each method needs (an "epoch spec" maps these kinds to epochs)
 KINDS = ("plain", "him", "lim", "joint")
+STAGE1_KINDS = ("him", "lim")  # the stage-1 kinds; a warm start may train them 0 epochs
 BASE_KINDS = {"plain": ("plain",), "bicubic": ("him",), "lim_only": ("lim",), "him_only": ("him",),
               "him_lim": ("him", "lim"), "jbim": ("him", "lim", "joint"),
               "ensemble": ("him", "lim", "joint")}

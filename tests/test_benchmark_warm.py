@@ -60,6 +60,36 @@ def test_warm_spec_takes_plain_plateau_then_stage1_ladder_then_joint(accuracy, d
     assert all(s["plain"] == 18 for m, s in asked if m == "jbim_warm")
 
 
+def test_warm_epochs_given_by_stage_epochs_are_not_searched(accuracy, data_tree, monkeypatch, capsys):
+    """--stage-epochs him=0,lim=0 (the initialisation carried through) runs the chosen warm recipe without
+    the stage-1 search; only the joint stage is searched, and nothing with joint pinned too."""
+    monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
+    base = ["--datasets", "caviar", "--splits", "2", "--methods", "plain_resaug,jbim_warm", "--epochs", "12",
+            "--plateau", "--max-epochs", "40"]
+    asked = []
+
+    def evaluate(dataset, split_id, method, spec):  # the joint stage helps up to 18 epochs
+        asked.append(dict(spec))
+        value = 20.0 + split_id + min(spec["joint"], 18) / 3
+        return {"metrics": {"rank1": value, "mAP": value + 10}}
+
+    for pins, joint, searched in (("plain=27,him=0,lim=0", 18, ["jbim_warm:joint"]),
+                                  ("plain=27,him=0,lim=0,joint=12", 12, [])):
+        args = accuracy.parse_args(base + ["--stage-epochs", pins])
+        bench = accuracy._Benchmark(args, accuracy.Records("", {"recipe_fingerprint": "x", "command": ""}), "")
+        bench.records.report["datasets"]["caviar"] = {}
+        monkeypatch.setattr(bench, "evaluate", evaluate)
+        plateaus, asked[:] = {}, []
+        assert bench.spec_of("caviar", "jbim_warm", plateaus) == {"plain": 27, "him": 0, "lim": 0, "joint": joint}
+        assert list(plateaus) == searched
+        assert all(s["him"] == s["lim"] == 0 and s["plain"] == 27 for s in asked)
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--datasets", "caviar", "--methods", "jbim,jbim_warm", "--stage-epochs", "him=0"])
+    assert "jbim would train nothing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--datasets", "caviar", "--methods", "jbim_warm", "--stage-epochs", "joint=0"])
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
 def test_auto_and_warm_runs_on_synthetic_data(accuracy, data_tree, tmp_path):
