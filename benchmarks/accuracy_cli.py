@@ -122,7 +122,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "splits until neither rank-1 nor mAP gains more than its standard error")
     parser.add_argument("--stage-epochs", type=_stage_epochs, default={},
                         help="pin the epochs of some stage kinds, e.g. him=12,lim=12: they replace --epochs "
-                             "for those kinds, and --plateau searches only the others")
+                             "for those kinds, and --plateau searches only the others; jbim_warm takes "
+                             "him=0,lim=0 (the plain model carried through to the joint stage)")
     parser.add_argument("--max-epochs", type=_positive, default=120,
                         help="--plateau never trains more epochs than this (default: 120)")
     parser.add_argument("--height", type=_positive, default=None,
