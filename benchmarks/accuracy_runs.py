@@ -24,7 +24,7 @@ from jbim_reid.evaluation.ensemble import anchor_weights, fuse_distances, ratio_
 from jbim_reid.evaluation.reports import rank_results, read_json
 from jbim_reid.metrics import get_rank_evaluator
 from jbim_reid.models import load_jbim_checkpoint
-from jbim_reid.models.plain import PlainFeatures  # the package's stage plain tests through it too
+from jbim_reid.models.plain import PlainFeatures  # part of the script API: the adapter the plain rows are tested through
 from jbim_reid.training.plain_stage import run_plain_stage
 from jbim_reid.training.runner import build_datamanager, run_stage
 from jbim_reid.transforms import NAME as RESAUG_TRANSFORM
