@@ -46,6 +46,8 @@ at E costs E0 + 1.5 E0 + ... + 1.5 E epochs per split.
 Resumable: every finished run (dataset, split, method, epochs) and every trained stage is recorded
 in the ``--out`` JSON at once (atomically); a re-run with the same recipe (the ``recipe`` block,
 fingerprinted) skips what is recorded and reuses stage checkpoints kept under ``--save-dir``.
+Parallel processes (or machines) can share the work: each runs some splits or epochs with its own
+``--out`` and the same ``--save-dir``; ``--merge-from`` adopts their records into one ``--out``.
 
 Every method is evaluated the same way: ``JBIMEngine``'s test (probe features of the LR query
 images, gallery features of the HR gallery images, Euclidean distances, the rank evaluator of
@@ -326,6 +328,9 @@ def run(args: argparse.Namespace) -> dict:
               "recipe_fingerprint": _fingerprint(recipe),
               "machine": machine_info(args.device)}
     records = Records(args.out, header, restart=args.restart)
+    for path in args.merge_from:
+        merged = records.merge(path)
+        print(f"merged {merged['runs']} run(s) and {merged['stages']} stage(s) from {path}")
     splits = "; ".join(f"{d}: {len(ids)} split(s) ({', '.join(map(str, ids))})"
                        for d, ids in args.split_ids_of.items())
     epochs = (f"plateau search from {args.epochs} epochs (x{PLATEAU_GROWTH}, at most {args.max_epochs})"

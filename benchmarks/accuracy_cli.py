@@ -176,6 +176,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                              "when the same recipe is run again")
     parser.add_argument("--restart", action="store_true",
                         help="ignore (and overwrite) the records already in --out")
+    parser.add_argument("--merge-from", action="append", default=[], metavar="JSON",
+                        help="first adopt the runs and stages of another --out of the same recipe (e.g. "
+                             "splits run in another process or machine); repeatable")
     parser.add_argument("--save-dir", default="",
                         help="checkpoints and logs, kept for later runs (default: a temporary folder, "
                              "deleted at the end)")

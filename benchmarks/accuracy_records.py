@@ -42,15 +42,55 @@ class Records:
     def __init__(self, path: str, report: dict, restart: bool = False):
         self.path = path
         old = read_json(path) if path and os.path.isfile(path) and not restart else None
-        if old is not None and old.get("recipe_fingerprint") != report["recipe_fingerprint"]:
-            theirs, ours = old.get("recipe", {}), report["recipe"]
-            differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            print(f"error: --out '{path}' holds results of another recipe (differs in: {', '.join(differ)}); "
-                  "pass another --out, or --restart to discard them", file=sys.stderr)
-            raise SystemExit(2)
+        if old is not None:
+            _same_recipe(old, report, f"--out '{path}'", "pass another --out, or --restart to discard them")
         self.report = report
         self.report["commands"] = (old or {}).get("commands", []) + [report["command"]]
         self.report["datasets"] = (old or {}).get("datasets", {})
+        if (old or {}).get("merged_from"):
+            self.report["merged_from"] = old["merged_from"]
+
+    def merge(self, path: str) -> dict:
+        """Adopt the runs and stages recorded in ``path`` by another invocation of the same recipe (e.g.
+        splits run in parallel processes or on other machines, each with its own ``--out``), then save.
+
+        A run recorded here is kept as it is; a stage is taken from ``path`` when it is missing here or
+        its checkpoint here is no longer on disk while ``path``'s is. Their commands join ours.
+
+        Returns:
+            dict: ``{"path", "runs", "stages"}``, the numbers adopted.
+
+        Raises:
+            SystemExit: (code 2) when ``path`` is missing, is not a records JSON or holds another recipe.
+        """
+        try:
+            other = read_json(path)
+        except (OSError, ValueError) as error:
+            print(f"error: --merge-from '{path}': {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if not isinstance(other, dict) or "recipe_fingerprint" not in other:
+            print(f"error: --merge-from '{path}' is not a records JSON of benchmarks/accuracy.py "
+                  "(no recipe_fingerprint)", file=sys.stderr)
+            raise SystemExit(2)
+        _same_recipe(other, self.report, f"--merge-from '{path}'", "merge only records of the same recipe")
+        runs = stages = 0
+        for dataset, entry in other.get("datasets", {}).items():
+            for split_id, theirs in entry.get("splits", {}).items():
+                ours = self.split(dataset, int(split_id))
+                for method, by_spec in theirs.get("runs", {}).items():
+                    mine = ours["runs"].setdefault(method, {})
+                    for label, run in by_spec.items():
+                        if label not in mine:
+                            mine[label], runs = run, runs + 1
+                for name, stage in theirs.get("stages", {}).items():
+                    if name not in ours["stages"] or (not _on_disk(ours["stages"][name]) and _on_disk(stage)):
+                        ours["stages"][name], stages = stage, stages + 1
+        commands = self.report["commands"]
+        commands[-1:-1] = [c for c in other.get("commands", []) if c not in commands]
+        merged = {"path": path, "runs": runs, "stages": stages}
+        self.report.setdefault("merged_from", []).append(merged)
+        self.save()
+        return merged
 
     def split(self, dataset: str, split_id: int) -> dict:
         """The record of one split (created empty when missing)."""
@@ -70,6 +110,22 @@ class Records:
         """Write the records to ``path`` (atomically; nothing without a path)."""
         if self.path:
             write_json(self.report, self.path)
+
+
+def _same_recipe(theirs: dict, ours: dict, what: str, hint: str) -> None:
+    """Exit (code 2) naming ``what`` and the differing recipe keys unless the fingerprints agree."""
+    if theirs.get("recipe_fingerprint") == ours["recipe_fingerprint"]:
+        return
+    a, b = theirs.get("recipe", {}), ours["recipe"]
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    print(f"error: {what} holds results of another recipe (differs in: {', '.join(differ)}); {hint}",
+          file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _on_disk(stage: Mapping) -> bool:
+    """Whether a stage record's checkpoint file exists here."""
+    return bool(stage.get("checkpoint")) and os.path.isfile(stage["checkpoint"])
 
 
 def code_version() -> dict:

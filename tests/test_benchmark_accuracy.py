@@ -291,6 +291,42 @@ def test_interrupted_plateau_run_resumes_from_its_records(accuracy, data_tree, t
     assert err.value.code == 2 and "height" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Number of gallery samples is quite small")
+def test_splits_run_apart_merge_into_one_record(accuracy, data_tree, tmp_path, capsys):
+    save = tmp_path / "save"
+    common = ["--data-root", str(data_tree), "--datasets", "caviar", "--epochs", "1", "--methods", "plain",
+              "--save-dir", str(save)] + ARGS
+    part = [tmp_path / "split0.json", tmp_path / "split1.json"]
+    for split_id, out in enumerate(part):  # two processes, one split each
+        assert accuracy.main(common + ["--split-ids", str(split_id), "--out", str(out)]) == 0
+    capsys.readouterr()
+    both = common + ["--split-ids", "0,1", "--out", str(part[0])]
+    assert accuracy.main(both + ["--merge-from", str(part[1])]) == 0
+    printed = capsys.readouterr().out
+    assert "merged 1 run(s) and 1 stage(s)" in printed and " stage " not in printed  # nothing trained again
+    report = json.loads(part[0].read_text())
+    other = json.loads(part[1].read_text())["datasets"]["caviar"]["splits"]["1"]
+    assert report["datasets"]["caviar"]["splits"]["1"]["runs"] == other["runs"]
+    assert report["datasets"]["caviar"]["summary"]["plain"]["num_splits"] == 2
+    assert report["merged_from"] == [{"path": str(part[1]), "runs": 1, "stages": 1}]
+    assert any("--split-ids 1 " in c for c in report["commands"])
+    # a recorded run is never replaced; records of another recipe or no records at all are refused
+    assert accuracy.main(both + ["--merge-from", str(part[1])]) == 0
+    assert "merged 0 run(s) and 0 stage(s)" in capsys.readouterr().out
+    for bad, expected in ((common[:-len(ARGS)] + ["--height", "64"] + ARGS[2:], "height"), (None, "records JSON")):
+        path = tmp_path / "bad.json"
+        if bad is None:
+            path.write_text("[1, 2]")
+        else:
+            assert accuracy.main(bad + ["--split-ids", "0", "--out", str(path), "--restart"]) == 0
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            accuracy.main(both + ["--merge-from", str(path)])
+        message = capsys.readouterr().err
+        assert err.value.code == 2 and str(path) in message and expected in message
+    assert json.loads(part[0].read_text())["datasets"] == report["datasets"]  # nothing lost
+
+
 def test_a_rerun_stage_appends_to_its_log(accuracy, data_tree, monkeypatch, tmp_path):
     monkeypatch.setenv("JBIM_DATA_ROOT", str(data_tree))
     args = accuracy.parse_args(["--datasets", "caviar", "--splits", "1", "--batch-size", "8"])
