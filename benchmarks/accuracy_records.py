@@ -21,6 +21,7 @@ from jbim_reid.evaluation.reports import read_json, write_json
 __all__ = ["REPO_ROOT", "Records", "code_version", "machine_info"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = "benchmarks/results"  # the records, relative to REPO_ROOT
 
 
 class Records:
@@ -129,13 +130,14 @@ def _on_disk(stage: Mapping) -> bool:
 
 
 def code_version() -> dict:
-    """``{'commit': hash or None, 'dirty': bool or None}`` of the repository this script is in."""
+    """``{'commit': hash or None, 'dirty': bool or None}`` of the repository this script is in; changes to
+    tracked files under ``benchmarks/results/`` (records that a running benchmark writes) do not count."""
     def git(*cmd):
         return subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
 
     try:
         head = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS}")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if head.returncode:

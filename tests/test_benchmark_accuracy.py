@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -506,3 +507,20 @@ def test_mlr_viper_cpu_config_is_the_benchmarked_xstream_resaug_recipe(accuracy,
         section, name = key.split(".")
         setattr(getattr(config, section), name, getattr(getattr(benchmarked, section), name))
     assert config == benchmarked
+
+
+def test_records_being_written_do_not_make_the_code_dirty(accuracy, tmp_path, monkeypatch):
+    records_module = sys.modules[accuracy.Records.__module__]
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "a.json").write_text("{}")
+    (repo / "train.py").write_text("x = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "init"]):
+        subprocess.run(git + cmd, check=True)
+    monkeypatch.setattr(records_module, "REPO_ROOT", repo)
+    assert records_module.code_version()["dirty"] is False
+    (repo / "benchmarks" / "results" / "a.json").write_text('{"runs": 1}')  # a benchmark records a run
+    assert records_module.code_version()["dirty"] is False
+    (repo / "train.py").write_text("x = 2\n")
+    assert records_module.code_version()["dirty"] is True
