@@ -79,7 +79,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -220,18 +220,26 @@ class _Benchmark:
             if kind in pinned:
                 spec[kind] = pinned[kind]
                 continue
-            key = f"{probe}:{kind}"
-            if key not in plateaus:
-                print(f"[{dataset}] plateau search of {kind} epochs on {probe} "
-                      f"(fixed: {spec_label(spec) or '-'})", flush=True)
-                fixed = dict(spec)
-                plateaus[key] = {"kind": kind, "probe": probe, "fixed": fixed, **plateau_search(
-                    lambda e: self.split_metrics(dataset, probe, {**fixed, kind: e}), self.args.epochs,
-                    self.args.max_epochs, progress=lambda line: print(f"[{dataset}]{line}", flush=True))}
-                self.records.report["datasets"][dataset]["plateau"] = plateaus
-                self.records.save()
-            spec[kind] = plateaus[key]["epochs"]
+            spec[kind] = self._searched(
+                dataset, plateaus, f"{probe}:{kind}", kind, probe, spec, lambda e, kind=kind: {kind: e},
+                f"plateau search of {kind} epochs on {probe} (fixed: {spec_label(spec) or '-'})")
         return spec
+
+    def _searched(self, dataset: str, plateaus: Dict[str, dict], key: str, kind: str, probe: str,
+                  fixed: Mapping[str, int], epochs_of: Callable[[int], Dict[str, int]], title: str,
+                  ladder: Sequence[int] = ()) -> int:
+        """The epochs search ``key`` accepts: ``probe`` at ``fixed`` plus ``epochs_of(E)``, searched once
+        (announced by ``title``) and recorded in ``plateaus`` and the records."""
+        if key not in plateaus:
+            print(f"[{dataset}] {title}", flush=True)
+            fixed = dict(fixed)
+            plateaus[key] = {"kind": kind, "probe": probe, "fixed": fixed, **plateau_search(
+                lambda e: self.split_metrics(dataset, probe, {**fixed, **epochs_of(e)}), self.args.epochs,
+                self.args.max_epochs, progress=lambda line: print(f"[{dataset}]{line}", flush=True),
+                ladder=ladder)}
+            self.records.report["datasets"][dataset]["plateau"] = plateaus
+            self.records.save()
+        return plateaus[key]["epochs"]
 
     def warm_spec(self, dataset: str, plateaus: Dict[str, dict]) -> Dict[str, int]:
         """``jbim_warm``'s epochs: the plain model's at plain + random resolution's plateau, stage-1 epochs
@@ -242,20 +250,12 @@ class _Benchmark:
         searches = (("stage1", lambda e: {"him": e, "lim": e, "joint": self.args.epochs}, STAGE1_LADDER,
                      STAGE1_KINDS), ("joint", lambda e: {"joint": e}, (), ("joint",)))
         for kind, epochs_of, ladder, kinds in searches:
-            key = f"{WARM_METHOD}:{kind}"
             if all(k in pinned for k in kinds):  # --stage-epochs sets them: not searched
                 spec.update({k: pinned[k] for k in kinds})
                 continue
-            if key not in plateaus:
-                fixed = dict(spec)
-                print(f"[{dataset}] {WARM_METHOD}: search of {kind} epochs (fixed: {spec_label(fixed)})", flush=True)
-                plateaus[key] = {"kind": kind, "probe": WARM_METHOD, "fixed": fixed, **plateau_search(
-                    lambda e: self.split_metrics(dataset, WARM_METHOD, {**fixed, **epochs_of(e)}),
-                    self.args.epochs, self.args.max_epochs,
-                    progress=lambda line: print(f"[{dataset}]{line}", flush=True), ladder=ladder)}
-                self.records.report["datasets"][dataset]["plateau"] = plateaus
-                self.records.save()
-            spec.update(epochs_of(plateaus[key]["epochs"]))
+            spec.update(epochs_of(self._searched(
+                dataset, plateaus, f"{WARM_METHOD}:{kind}", kind, WARM_METHOD, spec, epochs_of,
+                f"{WARM_METHOD}: search of {kind} epochs (fixed: {spec_label(spec)})", ladder)))
         return {**spec, **{k: v for k, v in pinned.items() if k in spec}}
 
     def dataset(self, dataset: str) -> dict:
